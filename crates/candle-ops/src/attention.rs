@@ -97,7 +97,12 @@ pub fn scaled_dot_product_attention(
 /// `0..=i + kv_len - seq`, i.e. the queries are the last `seq` positions of
 /// the `kv_len` keys (the KV-cache case; equal to PyTorch's `is_causal=True`
 /// when `seq == kv_len`). Shapes as in [`scaled_dot_product_attention`].
-pub fn scaled_dot_product_attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn scaled_dot_product_attention_causal(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
     const OP: &str = "scaled_dot_product_attention_causal";
     let dims = check_qkv(OP, q, k, v)?;
     if dims.q_len > dims.kv_len {
@@ -236,14 +241,20 @@ fn attention_cpu<A: Real>(
     let out = with_slice(op, &q, |qs: &[A]| {
         with_slice(op, &k, |ks: &[A]| {
             with_slice(op, &v, |vs: &[A]| {
-                let qkv = Qkv { q: qs, k: ks, v: vs };
+                let qkv = Qkv {
+                    q: qs,
+                    k: ks,
+                    v: vs,
+                };
                 match mask {
                     None if causal => Ok(run_kernel(&qkv, &MaskKind::Causal, scale, d)),
                     None => Ok(run_kernel(&qkv, &MaskKind::None, scale, d)),
-                    Some(m) if m.dtype() == DType::U8 => {
-                        with_strided::<u8, _>(op, m, |sm| run_kernel(&qkv, &MaskKind::Keep(sm), scale, d))
-                    }
-                    Some(m) => with_strided::<A, _>(op, m, |sm| run_kernel(&qkv, &MaskKind::Additive(sm), scale, d)),
+                    Some(m) if m.dtype() == DType::U8 => with_strided::<u8, _>(op, m, |sm| {
+                        run_kernel(&qkv, &MaskKind::Keep(sm), scale, d)
+                    }),
+                    Some(m) => with_strided::<A, _>(op, m, |sm| {
+                        run_kernel(&qkv, &MaskKind::Additive(sm), scale, d)
+                    }),
                 }
             })
         })
@@ -251,7 +262,11 @@ fn attention_cpu<A: Real>(
     Tensor::from_vec(out, (d.batch, d.heads, d.q_len, d.v_dim), &Device::Cpu).in_op(op)
 }
 
-fn with_strided<T: WithDType, R>(op: &'static str, m: &Tensor, f: impl FnOnce(StridedMask<'_, T>) -> R) -> Result<R> {
+fn with_strided<T: WithDType, R>(
+    op: &'static str,
+    m: &Tensor,
+    f: impl FnOnce(StridedMask<'_, T>) -> R,
+) -> Result<R> {
     let (storage, layout) = m.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         return Err(Error::InvalidArgument {
@@ -295,7 +310,13 @@ fn run_kernel<A: Real>(qkv: &Qkv<'_, A>, mask: &MaskKind<'_, A>, scale: A, d: &D
                     let first_row = block * QUERY_BLOCK;
                     let rows = out_block.len() / d.v_dim;
                     let q_block = &q[first_row * d.head_dim..][..rows * d.head_dim];
-                    let head = HeadRef { b, h, first_row, k, v };
+                    let head = HeadRef {
+                        b,
+                        h,
+                        first_row,
+                        k,
+                        v,
+                    };
                     query_block(q_block, out_block, &head, mask, scale, d);
                 });
         });
@@ -344,7 +365,9 @@ fn query_block<A: Real>(
                     MaskKind::Causal => dot(q_row, k_row) * scale,
                     MaskKind::Keep(m) if m.get(head.b, head.h, i, j) == 0 => A::neg_infinity(),
                     MaskKind::Keep(_) => dot(q_row, k_row) * scale,
-                    MaskKind::Additive(m) => dot(q_row, k_row) * scale + m.get(head.b, head.h, i, j),
+                    MaskKind::Additive(m) => {
+                        dot(q_row, k_row) * scale + m.get(head.b, head.h, i, j)
+                    }
                 };
                 tile_max = num_traits::Float::max(tile_max, *score);
             }
@@ -355,18 +378,18 @@ fn query_block<A: Real>(
             let correction = (running_max[r] - new_max).exp();
             let acc = &mut out[r * d.v_dim..][..d.v_dim];
             if correction != A::one() {
-                normaliser[r] = normaliser[r] * correction;
-                acc.iter_mut().for_each(|a| *a = *a * correction);
+                normaliser[r] *= correction;
+                acc.iter_mut().for_each(|a| *a *= correction);
             }
             for (t, &score) in scores[..tile_len].iter().enumerate() {
                 let p = (score - new_max).exp();
                 if p == A::zero() {
                     continue;
                 }
-                normaliser[r] = normaliser[r] + p;
+                normaliser[r] += p;
                 let v_row = &head.v[(tile_start + t) * d.v_dim..][..d.v_dim];
                 for (a, &vv) in acc.iter_mut().zip(v_row) {
-                    *a = *a + p * vv;
+                    *a += p * vv;
                 }
             }
             running_max[r] = new_max;
@@ -376,7 +399,7 @@ fn query_block<A: Real>(
         let acc = &mut out[r * d.v_dim..][..d.v_dim];
         if normaliser[r] > A::zero() {
             let inv = normaliser[r].recip();
-            acc.iter_mut().for_each(|a| *a = *a * inv);
+            acc.iter_mut().for_each(|a| *a *= inv);
         }
     }
 }
@@ -413,7 +436,8 @@ fn attention_composed(
         if let Some(m) = mask {
             let m = m.broadcast_as(scores.shape())?;
             scores = if m.dtype() == DType::U8 {
-                let neg_inf = Tensor::full(f32::NEG_INFINITY, scores.shape(), scores.device())?.to_dtype(scores.dtype())?;
+                let neg_inf = Tensor::full(f32::NEG_INFINITY, scores.shape(), scores.device())?
+                    .to_dtype(scores.dtype())?;
                 m.where_cond(&scores, &neg_inf)?
             } else {
                 (scores + m.to_dtype(q32.dtype())?)?
@@ -422,10 +446,14 @@ fn attention_composed(
         let max = scores.max_keepdim(D::Minus1)?;
         // A fully masked row has max = -inf; subtracting 0 instead keeps it
         // at zero weights rather than NaN, as on the CPU.
-        let max = max.broadcast_maximum(&Tensor::new(f32::MIN, scores.device())?.to_dtype(scores.dtype())?)?;
+        let max = max.broadcast_maximum(
+            &Tensor::new(f32::MIN, scores.device())?.to_dtype(scores.dtype())?,
+        )?;
         let weights = scores.broadcast_sub(&max)?.exp()?;
         let sum = weights.sum_keepdim(D::Minus1)?;
-        let sum = sum.broadcast_maximum(&Tensor::new(f32::MIN_POSITIVE, scores.device())?.to_dtype(scores.dtype())?)?;
+        let sum = sum.broadcast_maximum(
+            &Tensor::new(f32::MIN_POSITIVE, scores.device())?.to_dtype(scores.dtype())?,
+        )?;
         weights.broadcast_div(&sum)?.matmul(&v.contiguous()?)
     })
 }

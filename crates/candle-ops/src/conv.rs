@@ -16,7 +16,10 @@ fn in_exact_dtype(
     f: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
 ) -> Result<Tensor> {
     match x.dtype() {
-        DType::F16 | DType::BF16 => x.to_dtype(DType::F32).and_then(|t| f(&t)).and_then(|t| t.to_dtype(x.dtype())),
+        DType::F16 | DType::BF16 => x
+            .to_dtype(DType::F32)
+            .and_then(|t| f(&t))
+            .and_then(|t| t.to_dtype(x.dtype())),
         DType::U8 | DType::U32 | DType::I64 => x
             .to_dtype(DType::F64)
             .and_then(|t| f(&t))
@@ -60,7 +63,10 @@ pub fn conv2d(
     if k_in_ch != in_ch {
         return Err(Error::ShapeMismatch {
             op: OP,
-            expected: format!("kernel: [out_ch, {in_ch}, kh, kw] to match input {:?}", input.shape()),
+            expected: format!(
+                "kernel: [out_ch, {in_ch}, kh, kw] to match input {:?}",
+                input.shape()
+            ),
             got: kernel.shape().clone(),
         });
     }
@@ -134,7 +140,5 @@ pub fn avg_pool2d(input: &Tensor, kernel_size: usize, stride: usize) -> Result<T
 pub fn max_pool2d(input: &Tensor, kernel_size: usize, stride: usize) -> Result<Tensor> {
     const OP: &str = "max_pool2d";
     check_pool(OP, input, kernel_size, stride)?;
-    input
-        .max_pool2d_with_stride(kernel_size, stride)
-        .in_op(OP)
+    input.max_pool2d_with_stride(kernel_size, stride).in_op(OP)
 }

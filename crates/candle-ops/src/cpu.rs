@@ -17,7 +17,10 @@ pub(crate) fn with_slice<T: WithDType, R>(
     let Storage::Cpu(cpu) = &*storage else {
         return Err(Error::InvalidArgument {
             op,
-            message: format!("expected a CPU tensor, got one on {:?}", t.device().location()),
+            message: format!(
+                "expected a CPU tensor, got one on {:?}",
+                t.device().location()
+            ),
         });
     };
     let data = cpu.as_slice::<T>().in_op(op)?;
@@ -33,7 +36,13 @@ pub(crate) fn with_slice<T: WithDType, R>(
 /// The float types our own CPU kernels compute in: half-precision inputs are
 /// widened to f32, f64 stays f64.
 pub(crate) trait Real:
-    num_traits::Float + WithDType + std::iter::Sum + Send + Sync + std::fmt::Debug
+    num_traits::Float
+    + num_traits::NumAssign
+    + WithDType
+    + std::iter::Sum
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
 }
 
@@ -46,14 +55,17 @@ pub(crate) fn dot<A: Real>(a: &[A], b: &[A]) -> A {
     const LANES: usize = 8;
     let mut partial = [A::zero(); LANES];
     let chunks = a.len() / LANES * LANES;
-    for (ca, cb) in a[..chunks].chunks_exact(LANES).zip(b[..chunks].chunks_exact(LANES)) {
+    for (ca, cb) in a[..chunks]
+        .chunks_exact(LANES)
+        .zip(b[..chunks].chunks_exact(LANES))
+    {
         for lane in 0..LANES {
-            partial[lane] = partial[lane] + ca[lane] * cb[lane];
+            partial[lane] += ca[lane] * cb[lane];
         }
     }
     let mut total = partial.iter().fold(A::zero(), |acc, &p| acc + p);
     for (&x, &y) in a[chunks..].iter().zip(&b[chunks..]) {
-        total = total + x * y;
+        total += x * y;
     }
     total
 }

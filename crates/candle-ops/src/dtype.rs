@@ -58,7 +58,10 @@ pub fn result_type(a: DType, b: DType) -> Result<DType> {
             }
         }
         (true, true) => {
-            let pair_is_f16_bf16 = matches!((a, b), (DType::F16, DType::BF16) | (DType::BF16, DType::F16));
+            let pair_is_f16_bf16 = matches!(
+                (a, b),
+                (DType::F16, DType::BF16) | (DType::BF16, DType::F16)
+            );
             if pair_is_f16_bf16 {
                 DType::F32
             } else if a.size_in_bytes() >= b.size_in_bytes() {
@@ -97,7 +100,11 @@ mod tests {
     fn promotion_is_symmetric() {
         for a in HIP_DTYPES {
             for b in HIP_DTYPES {
-                assert_eq!(result_type(a, b).unwrap(), result_type(b, a).unwrap(), "{a:?} {b:?}");
+                assert_eq!(
+                    result_type(a, b).unwrap(),
+                    result_type(b, a).unwrap(),
+                    "{a:?} {b:?}"
+                );
             }
         }
     }

@@ -102,7 +102,9 @@ fn int_binary_cpu<T: WrappingInt>(
     let a = a.broadcast_as(&shape).in_op(op)?;
     let b = b.broadcast_as(&shape).in_op(op)?;
     let out: Vec<T> = with_slice(op, &a, |xa: &[T]| {
-        with_slice(op, &b, |xb: &[T]| xa.iter().zip(xb).map(|(&x, &y)| f(x, y)).collect())
+        with_slice(op, &b, |xb: &[T]| {
+            xa.iter().zip(xb).map(|(&x, &y)| f(x, y)).collect()
+        })
     })??;
     Tensor::from_vec(out, shape, &Device::Cpu).in_op(op)
 }
@@ -240,12 +242,21 @@ pub fn neg(x: &Tensor) -> Result<Tensor> {
 
 /// `|x|`; the identity on unsigned integers.
 pub fn abs(x: &Tensor) -> Result<Tensor> {
-    int_preserving("abs", x, u8::wrap_abs, u32::wrap_abs, i64::wrap_abs, |x| x.abs())
+    int_preserving("abs", x, u8::wrap_abs, u32::wrap_abs, i64::wrap_abs, |x| {
+        x.abs()
+    })
 }
 
 /// `max(x, 0)` in the input's dtype.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    int_preserving("relu", x, u8::wrap_relu, u32::wrap_relu, i64::wrap_relu, |x| x.relu())
+    int_preserving(
+        "relu",
+        x,
+        u8::wrap_relu,
+        u32::wrap_relu,
+        i64::wrap_relu,
+        |x| x.relu(),
+    )
 }
 
 /// Integer inputs of the transcendental functions are promoted to f32, as in

@@ -74,7 +74,9 @@ impl Error {
     pub fn from_candle(op: &'static str, err: candle_core::Error) -> Self {
         use candle_core::Error as C;
         match err {
-            C::WithBacktrace { inner, .. } | C::Context { inner, .. } => Self::from_candle(op, *inner),
+            C::WithBacktrace { inner, .. } | C::Context { inner, .. } => {
+                Self::from_candle(op, *inner)
+            }
             C::ShapeMismatchBinaryOp { lhs, rhs, .. } => Self::ShapeMismatch {
                 op,
                 expected: format!("a shape broadcast-compatible with {lhs:?}"),

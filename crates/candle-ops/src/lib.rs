@@ -45,7 +45,9 @@ mod reduce;
 mod rope;
 mod shape;
 
-pub use attention::{causal_mask, scaled_dot_product_attention, scaled_dot_product_attention_causal};
+pub use attention::{
+    causal_mask, scaled_dot_product_attention, scaled_dot_product_attention_causal,
+};
 pub use conv::{avg_pool2d, conv2d, max_pool2d};
 pub use dtype::{result_type, HIP_DTYPES};
 pub use elementwise::{
@@ -57,4 +59,6 @@ pub use nn::{embedding, log_softmax, softmax};
 pub use norm::{layer_norm, rms_norm, rms_norm_residual};
 pub use reduce::{argmax, argmin, max, mean, min, sum};
 pub use rope::{apply_rotary_emb, apply_rotary_emb_interleaved, rotary_embedding};
-pub use shape::{cat, chunk, gather, index_select, narrow, reshape, scatter, squeeze, stack, unsqueeze};
+pub use shape::{
+    cat, chunk, gather, index_select, narrow, reshape, scatter, squeeze, stack, unsqueeze,
+};

@@ -52,7 +52,9 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let a = a.broadcast_as(with_matrix(&batch, m, k_a)).in_op(OP)?;
     let b = b.broadcast_as(with_matrix(&batch, k_a, n)).in_op(OP)?;
     let mut out = if dtype.is_float() {
-        a.contiguous().and_then(|a| a.matmul(&b.contiguous()?)).in_op(OP)?
+        a.contiguous()
+            .and_then(|a| a.matmul(&b.contiguous()?))
+            .in_op(OP)?
     } else if a.device().is_cpu() {
         match dtype {
             DType::U8 => int_matmul::<u8>(&a, &b, u8::wrapping_mul, u8::wrapping_add)?,
@@ -70,7 +72,9 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         out = out.squeeze(out.rank() - 1).in_op(OP)?;
     }
     if a_is_vector {
-        out = out.squeeze(out.rank() - if b_is_vector { 1 } else { 2 }).in_op(OP)?;
+        out = out
+            .squeeze(out.rank() - if b_is_vector { 1 } else { 2 })
+            .in_op(OP)?;
     }
     Ok(out)
 }

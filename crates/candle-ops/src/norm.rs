@@ -50,13 +50,23 @@ fn compute_dtype(dtype: DType) -> DType {
 
 fn for_each_row<A: Real>(out: &mut [A], hidden: usize, f: impl Fn(usize, &mut [A]) + Sync + Send) {
     if out.len() >= PARALLEL_MIN_ELEMS {
-        out.par_chunks_mut(hidden).enumerate().for_each(|(row, o)| f(row, o));
+        out.par_chunks_mut(hidden)
+            .enumerate()
+            .for_each(|(row, o)| f(row, o));
     } else {
-        out.chunks_mut(hidden).enumerate().for_each(|(row, o)| f(row, o));
+        out.chunks_mut(hidden)
+            .enumerate()
+            .for_each(|(row, o)| f(row, o));
     }
 }
 
-fn rms_norm_rows<A: Real>(op: &'static str, x: &Tensor, w: &Tensor, eps: f64, hidden: usize) -> Result<Vec<A>> {
+fn rms_norm_rows<A: Real>(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    eps: f64,
+    hidden: usize,
+) -> Result<Vec<A>> {
     let eps = A::from(eps).unwrap_or_else(A::epsilon);
     let n = A::from(hidden).unwrap_or_else(A::one);
     with_slice(op, x, |xs: &[A]| {
@@ -81,7 +91,10 @@ fn on_cpu<A: Real>(
     kernel: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<A>>,
 ) -> Result<Tensor> {
     let xa = x.to_dtype(<A as WithDType>::DTYPE).in_op(op)?;
-    let params: Vec<Tensor> = params.iter().map(|p| p.to_dtype(<A as WithDType>::DTYPE).in_op(op)).collect::<Result<_>>()?;
+    let params: Vec<Tensor> = params
+        .iter()
+        .map(|p| p.to_dtype(<A as WithDType>::DTYPE).in_op(op))
+        .collect::<Result<_>>()?;
     let out = kernel(&xa, &params)?;
     Tensor::from_vec(out, x.shape(), &Device::Cpu)
         .and_then(|t| t.to_dtype(x.dtype()))
@@ -98,8 +111,12 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         return candle_nn::ops::rms_norm(&x.contiguous().in_op(OP)?, weight, eps as f32).in_op(OP);
     }
     match compute_dtype(x.dtype()) {
-        DType::F64 => on_cpu::<f64>(OP, x, &[weight], |x, p| rms_norm_rows(OP, x, &p[0], eps, hidden)),
-        _ => on_cpu::<f32>(OP, x, &[weight], |x, p| rms_norm_rows(OP, x, &p[0], eps, hidden)),
+        DType::F64 => on_cpu::<f64>(OP, x, &[weight], |x, p| {
+            rms_norm_rows(OP, x, &p[0], eps, hidden)
+        }),
+        _ => on_cpu::<f32>(OP, x, &[weight], |x, p| {
+            rms_norm_rows(OP, x, &p[0], eps, hidden)
+        }),
     }
 }
 
@@ -149,11 +166,16 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
             Some(b) => b.clone(),
             None => weight.zeros_like().in_op(OP)?,
         };
-        return candle_nn::ops::layer_norm(&x.contiguous().in_op(OP)?, weight, &bias, eps as f32).in_op(OP);
+        return candle_nn::ops::layer_norm(&x.contiguous().in_op(OP)?, weight, &bias, eps as f32)
+            .in_op(OP);
     }
     match compute_dtype(x.dtype()) {
-        DType::F64 => on_cpu::<f64>(OP, x, &params, |x, p| layer_norm_rows(OP, x, &p[0], p.get(1), eps, hidden)),
-        _ => on_cpu::<f32>(OP, x, &params, |x, p| layer_norm_rows(OP, x, &p[0], p.get(1), eps, hidden)),
+        DType::F64 => on_cpu::<f64>(OP, x, &params, |x, p| {
+            layer_norm_rows(OP, x, &p[0], p.get(1), eps, hidden)
+        }),
+        _ => on_cpu::<f32>(OP, x, &params, |x, p| {
+            layer_norm_rows(OP, x, &p[0], p.get(1), eps, hidden)
+        }),
     }
 }
 
@@ -162,7 +184,12 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
 ///
 /// x, residual: [.., hidden] (same shape and dtype); weight: [hidden].
 /// Returns `(normalised, updated_residual)`, both shaped like x.
-pub fn rms_norm_residual(x: &Tensor, residual: &Tensor, weight: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+pub fn rms_norm_residual(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rms_norm_residual";
     let hidden = check_norm_args(OP, x, &[weight])?;
     check::same_device(OP, x, residual)?;
@@ -175,8 +202,12 @@ pub fn rms_norm_residual(x: &Tensor, residual: &Tensor, weight: &Tensor, eps: f6
         });
     }
     match x.dtype() {
-        DType::F32 if x.device().is_cpu() => fused_residual::<f32>(x, residual, weight, eps, hidden),
-        DType::F64 if x.device().is_cpu() => fused_residual::<f64>(x, residual, weight, eps, hidden),
+        DType::F32 if x.device().is_cpu() => {
+            fused_residual::<f32>(x, residual, weight, eps, hidden)
+        }
+        DType::F64 if x.device().is_cpu() => {
+            fused_residual::<f64>(x, residual, weight, eps, hidden)
+        }
         // Half precision rounds the sum before normalising, exactly like the
         // unfused sequence; the normalisation itself still accumulates in f32.
         _ => {
@@ -206,7 +237,7 @@ fn fused_residual<A: Real>(
                     let mut sum_sq = A::zero();
                     for ((h, &x), &r) in h.iter_mut().zip(&xs[span.clone()]).zip(&rs[span]) {
                         *h = x + r;
-                        sum_sq = sum_sq + *h * *h;
+                        sum_sq += *h * *h;
                     }
                     let inv = (sum_sq / n + eps).sqrt().recip();
                     for ((o, &h), &w) in o.iter_mut().zip(h.iter()).zip(ws) {

@@ -42,7 +42,11 @@ pub fn sum(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     check::hip_dtype(OP, x)?;
     let dims = checked_dims(OP, x, dims)?;
     let acc = accumulation_dtype(x.dtype());
-    let out_dtype = if x.dtype().is_float() { x.dtype() } else { DType::I64 };
+    let out_dtype = if x.dtype().is_float() {
+        x.dtype()
+    } else {
+        DType::I64
+    };
     x.to_dtype(acc)
         .and_then(|t| t.sum(dims))
         .and_then(|t| t.to_dtype(out_dtype))
@@ -81,7 +85,9 @@ pub fn argmax(x: &Tensor, dim: usize) -> Result<Tensor> {
     check::hip_dtype("argmax", x)?;
     check::dim("argmax", x, dim)?;
     non_empty("argmax", x, dim)?;
-    x.argmax(dim).and_then(|t| t.to_dtype(DType::I64)).in_op("argmax")
+    x.argmax(dim)
+        .and_then(|t| t.to_dtype(DType::I64))
+        .in_op("argmax")
 }
 
 /// Index (i64) of the first minimum along `dim`, removing it.
@@ -89,14 +95,19 @@ pub fn argmin(x: &Tensor, dim: usize) -> Result<Tensor> {
     check::hip_dtype("argmin", x)?;
     check::dim("argmin", x, dim)?;
     non_empty("argmin", x, dim)?;
-    x.argmin(dim).and_then(|t| t.to_dtype(DType::I64)).in_op("argmin")
+    x.argmin(dim)
+        .and_then(|t| t.to_dtype(DType::I64))
+        .in_op("argmin")
 }
 
 fn non_empty(op: &'static str, x: &Tensor, dim: usize) -> Result<()> {
     if x.dims()[dim] == 0 {
         return Err(Error::InvalidArgument {
             op,
-            message: format!("cannot reduce over empty dimension {dim} of shape {:?}", x.shape()),
+            message: format!(
+                "cannot reduce over empty dimension {dim} of shape {:?}",
+                x.shape()
+            ),
         });
     }
     Ok(())

@@ -26,7 +26,10 @@ fn check_args(op: &'static str, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Resul
         if !ok {
             return Err(Error::ShapeMismatch {
                 op,
-                expected: format!("cos/sin: [{s}, {d}] or [{b}, {s}, {d}] to match x {:?}", x.shape()),
+                expected: format!(
+                    "cos/sin: [{s}, {d}] or [{b}, {s}, {d}] to match x {:?}",
+                    x.shape()
+                ),
                 got: table.shape().clone(),
             });
         }

@@ -89,19 +89,29 @@ fn common_dtype(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
         check::same_device(op, first, t)?;
         dtype = result_type(dtype, t.dtype())?;
     }
-    tensors.iter().map(|t| t.to_dtype(dtype).in_op(op)).collect()
+    tensors
+        .iter()
+        .map(|t| t.to_dtype(dtype).in_op(op))
+        .collect()
 }
 
 fn same_shape_except(op: &'static str, tensors: &[Tensor], dim: Option<usize>) -> Result<()> {
     let first = &tensors[0];
     for t in tensors {
         let mismatch = t.rank() != first.rank()
-            || t.dims().iter().zip(first.dims()).enumerate().any(|(i, (a, b))| Some(i) != dim && a != b);
+            || t.dims()
+                .iter()
+                .zip(first.dims())
+                .enumerate()
+                .any(|(i, (a, b))| Some(i) != dim && a != b);
         if mismatch {
             return Err(Error::ShapeMismatch {
                 op,
                 expected: match dim {
-                    Some(d) => format!("the shape of the first tensor {:?} except in dimension {d}", first.shape()),
+                    Some(d) => format!(
+                        "the shape of the first tensor {:?} except in dimension {d}",
+                        first.shape()
+                    ),
                     None => format!("the shape of the first tensor {:?}", first.shape()),
                 },
                 got: t.shape().clone(),
@@ -141,7 +151,12 @@ pub fn stack(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
 /// same rank, and no larger than `operand` outside `dim`.
 fn check_index_shape(op: &'static str, operand: &Tensor, index: &Tensor, dim: usize) -> Result<()> {
     let fits = index.rank() == operand.rank()
-        && index.dims().iter().zip(operand.dims()).enumerate().all(|(i, (n, m))| i == dim || n <= m);
+        && index
+            .dims()
+            .iter()
+            .zip(operand.dims())
+            .enumerate()
+            .all(|(i, (n, m))| i == dim || n <= m);
     if fits {
         Ok(())
     } else {
@@ -199,7 +214,8 @@ pub fn scatter(x: &Tensor, index: &Tensor, src: &Tensor, dim: usize) -> Result<T
     check::same_device(OP, x, src)?;
     check::same_dtype(OP, x, src)?;
     check_index_shape(OP, x, index, dim)?;
-    let index_fits_src = index.rank() == src.rank() && index.dims().iter().zip(src.dims()).all(|(n, m)| n <= m);
+    let index_fits_src =
+        index.rank() == src.rank() && index.dims().iter().zip(src.dims()).all(|(n, m)| n <= m);
     if !index_fits_src {
         return Err(Error::ShapeMismatch {
             op: OP,

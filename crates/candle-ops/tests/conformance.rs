@@ -94,15 +94,25 @@ fn run(op: &str, variant: &str, x: &[Tensor]) -> candle_ops::Result<Vec<Tensor>>
         ("transpose", _) => one(ops::transpose(&x[0], 0, 2)),
         ("contiguous", _) => one(ops::transpose(&x[0], 0, 1).and_then(|t| ops::contiguous(&t))),
         ("broadcast_as", _) => one(ops::broadcast_as(&x[0], &[2, 3, 4])),
-        ("scaled_dot_product_attention", "causal") => one(ops::scaled_dot_product_attention_causal(&x[0], &x[1], &x[2], 0.3)),
-        ("scaled_dot_product_attention", _) => {
-            one(ops::scaled_dot_product_attention(&x[0], &x[1], &x[2], x.get(3), 0.3))
-        }
+        ("scaled_dot_product_attention", "causal") => one(
+            ops::scaled_dot_product_attention_causal(&x[0], &x[1], &x[2], 0.3),
+        ),
+        ("scaled_dot_product_attention", _) => one(ops::scaled_dot_product_attention(
+            &x[0],
+            &x[1],
+            &x[2],
+            x.get(3),
+            0.3,
+        )),
         ("layer_norm", _) => one(ops::layer_norm(&x[0], &x[1], x.get(2), 1e-5)),
         ("rms_norm", _) => one(ops::rms_norm(&x[0], &x[1], 1e-6)),
-        ("rms_norm_residual", _) => ops::rms_norm_residual(&x[0], &x[1], &x[2], 1e-6).map(|(n, h)| vec![n, h]),
+        ("rms_norm_residual", _) => {
+            ops::rms_norm_residual(&x[0], &x[1], &x[2], 1e-6).map(|(n, h)| vec![n, h])
+        }
         ("rotary_embedding", "rotate_half") => one(ops::rotary_embedding(&x[0], &x[1], &x[2])),
-        ("rotary_embedding", "interleaved") => one(ops::apply_rotary_emb_interleaved(&x[0], &x[1], &x[2])),
+        ("rotary_embedding", "interleaved") => {
+            one(ops::apply_rotary_emb_interleaved(&x[0], &x[1], &x[2]))
+        }
         ("softmax", "dim_1") => one(ops::softmax(&x[0], 1)),
         ("softmax", "last_dim") => one(ops::softmax(&x[0], 1)),
         ("log_softmax", "dim_0") => one(ops::log_softmax(&x[0], 0)),
@@ -134,10 +144,18 @@ fn run(op: &str, variant: &str, x: &[Tensor]) -> candle_ops::Result<Vec<Tensor>>
 /// infinities must match exactly.
 fn compare(got: &Tensor, expected: &Tensor) -> Result<(), String> {
     if got.dtype() != expected.dtype() {
-        return Err(format!("dtype {:?}, expected {:?}", got.dtype(), expected.dtype()));
+        return Err(format!(
+            "dtype {:?}, expected {:?}",
+            got.dtype(),
+            expected.dtype()
+        ));
     }
     if got.dims() != expected.dims() {
-        return Err(format!("shape {:?}, expected {:?}", got.dims(), expected.dims()));
+        return Err(format!(
+            "shape {:?}, expected {:?}",
+            got.dims(),
+            expected.dims()
+        ));
     }
     let to_f64 = |t: &Tensor| -> Vec<f64> {
         t.to_device(&Device::Cpu)
@@ -164,18 +182,25 @@ struct Outcome {
 }
 
 fn run_suite(device: &Device) -> Outcome {
-    let manifest: Vec<Cell> =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ops.json")).expect("ops.json")).expect("manifest parses");
+    let manifest: Vec<Cell> = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("ops.json")).expect("ops.json"),
+    )
+    .expect("manifest parses");
     let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(fixtures().join("ops.safetensors"), device).expect("ops.safetensors loads");
+        candle_core::safetensors::load(fixtures().join("ops.safetensors"), device)
+            .expect("ops.safetensors loads");
     let mut out = Outcome {
         matrix: BTreeMap::new(),
         failures: vec![],
         na_reasons: BTreeMap::new(),
     };
     for cell in &manifest {
-        let inputs: Vec<Tensor> = (0..cell.inputs).map(|i| tensors[&format!("{}.in{i}", cell.key)].clone()).collect();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cell.op, &cell.variant, &inputs)));
+        let inputs: Vec<Tensor> = (0..cell.inputs)
+            .map(|i| tensors[&format!("{}.in{i}", cell.key)].clone())
+            .collect();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(&cell.op, &cell.variant, &inputs)
+        }));
         let verdict = match (cell.status.as_str(), result) {
             (_, Err(_)) => Err("panicked".to_string()),
             ("n.a.", Ok(Err(_))) => Ok("n.a."),
@@ -187,7 +212,10 @@ fn run_suite(device: &Device) -> Outcome {
                 } else {
                     got.iter()
                         .enumerate()
-                        .try_for_each(|(i, g)| compare(g, &tensors[&format!("{}.out{i}", cell.key)]).map_err(|e| format!("output {i}: {e}")))
+                        .try_for_each(|(i, g)| {
+                            compare(g, &tensors[&format!("{}.out{i}", cell.key)])
+                                .map_err(|e| format!("output {i}: {e}"))
+                        })
                         .map(|_| "pass")
                 }
             }
@@ -208,7 +236,8 @@ fn run_suite(device: &Device) -> Outcome {
             }
             Err(e) => {
                 *entry = "FAIL";
-                out.failures.push(format!("{} [{:?}]: {e}", cell.key, device.location()));
+                out.failures
+                    .push(format!("{} [{:?}]: {e}", cell.key, device.location()));
             }
         }
     }
@@ -221,8 +250,16 @@ const DTYPE_COLUMNS: [&str; 7] = ["f32", "f16", "bf16", "f64", "i64", "u32", "u8
 /// cannot be tested here when it cannot.
 fn accelerators() -> Vec<(&'static str, Result<Device, String>)> {
     vec![
-        ("cuda", Device::new_cuda(0).map_err(|e| candle_ops::Error::from_candle("device", e).to_string())),
-        ("metal", Device::new_metal(0).map_err(|e| candle_ops::Error::from_candle("device", e).to_string())),
+        (
+            "cuda",
+            Device::new_cuda(0)
+                .map_err(|e| candle_ops::Error::from_candle("device", e).to_string()),
+        ),
+        (
+            "metal",
+            Device::new_metal(0)
+                .map_err(|e| candle_ops::Error::from_candle("device", e).to_string()),
+        ),
     ]
 }
 
@@ -238,15 +275,27 @@ fn render(cpu: &Outcome) -> String {
     };
     let mut s = String::new();
     s.push_str("# HIP-19 conformance matrix\n\n");
-    s.push_str("Generated by `crates/candle-ops/tests/conformance.rs` from the PyTorch fixtures of\n");
+    s.push_str(
+        "Generated by `crates/candle-ops/tests/conformance.rs` from the PyTorch fixtures of\n",
+    );
     s.push_str("`scripts/gen_conformance_fixtures.py`; do not edit by hand. Regenerate with\n");
     s.push_str("`UPDATE_CONFORMANCE=1 cargo test -p candle-ops --test conformance`.\n\n");
-    s.push_str("- **pass**: every variant of the operation matches PyTorch within the dtype's tolerance\n");
-    s.push_str("  (f32 1e-5, f64 1e-12, f16 4e-3, bf16 3.2e-2 relative+absolute; integers exact).\n");
-    s.push_str("- **n.a.**: PyTorch does not define the operation for the dtype; we return a typed\n");
+    s.push_str(
+        "- **pass**: every variant of the operation matches PyTorch within the dtype's tolerance\n",
+    );
+    s.push_str(
+        "  (f32 1e-5, f64 1e-12, f16 4e-3, bf16 3.2e-2 relative+absolute; integers exact).\n",
+    );
+    s.push_str(
+        "- **n.a.**: PyTorch does not define the operation for the dtype; we return a typed\n",
+    );
     s.push_str("  error for it (checked by the suite). Reasons are listed below the table.\n");
-    s.push_str("- **not available here**: the backend is not compiled into this build or has no device\n");
-    s.push_str("  on the machine that generated this file; the same suite runs on it when it is.\n\n");
+    s.push_str(
+        "- **not available here**: the backend is not compiled into this build or has no device\n",
+    );
+    s.push_str(
+        "  on the machine that generated this file; the same suite runs on it when it is.\n\n",
+    );
     s.push_str("## CPU\n\n| op |");
     for d in DTYPE_COLUMNS {
         s.push_str(&format!(" {d} |"));
@@ -257,7 +306,11 @@ fn render(cpu: &Outcome) -> String {
     for op in &ops {
         s.push_str(&format!("| `{op}` |"));
         for d in DTYPE_COLUMNS {
-            let v = cpu.matrix.get(&((*op).clone(), d.to_string())).copied().unwrap_or("missing");
+            let v = cpu
+                .matrix
+                .get(&((*op).clone(), d.to_string()))
+                .copied()
+                .unwrap_or("missing");
             s.push_str(&format!(" {v} |"));
         }
         s.push('\n');
@@ -265,7 +318,9 @@ fn render(cpu: &Outcome) -> String {
     s.push_str("\n## Other devices\n\n| device | status |\n|---|---|\n");
     for (name, device) in accelerators() {
         match device {
-            Ok(_) => s.push_str(&format!("| {name} | suite runs on it (see the test output of this build) |\n")),
+            Ok(_) => s.push_str(&format!(
+                "| {name} | suite runs on it (see the test output of this build) |\n"
+            )),
             Err(why) => s.push_str(&format!("| {name} | not available here: {why} |\n")),
         }
     }
@@ -286,7 +341,12 @@ fn render(cpu: &Outcome) -> String {
 #[test]
 fn every_cpu_cell_matches_pytorch_and_the_matrix_is_current() {
     let cpu = run_suite(&Device::Cpu);
-    assert!(cpu.failures.is_empty(), "{} failing cells:\n{}", cpu.failures.len(), cpu.failures.join("\n"));
+    assert!(
+        cpu.failures.is_empty(),
+        "{} failing cells:\n{}",
+        cpu.failures.len(),
+        cpu.failures.join("\n")
+    );
     let doc = render(&cpu);
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/CONFORMANCE.md");
     if std::env::var_os("UPDATE_CONFORMANCE").is_some() {
@@ -304,7 +364,11 @@ fn the_suite_passes_on_every_accelerator_of_this_build() {
     for (name, device) in accelerators() {
         let Ok(device) = device else { continue };
         let outcome = run_suite(&device);
-        assert!(outcome.failures.is_empty(), "{name}: {}", outcome.failures.join("\n"));
+        assert!(
+            outcome.failures.is_empty(),
+            "{name}: {}",
+            outcome.failures.join("\n")
+        );
     }
 }
 
@@ -324,7 +388,8 @@ struct PromotionCell {
 #[test]
 fn promotion_table_matches_numpy_and_promoted_add_gives_numpy_values() {
     let p: Promotion =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("promotion.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("promotion.json")).unwrap())
+            .unwrap();
     let mut undefined_in_numpy = vec![];
     for (pair, cell) in &p.table {
         let (a, b) = pair.split_once(',').unwrap();
@@ -337,13 +402,23 @@ fn promotion_table_matches_numpy_and_promoted_add_gives_numpy_values() {
     // Pairs NumPy/ml_dtypes leave undefined: bf16 behaves like f16 and
     // bf16 + f16 -> f32 (HIP-19 §Tensor Types).
     for (a, b, ours) in undefined_in_numpy {
-        let expected = if [a, b].contains(&"f16") { DType::F32 } else { DType::F64 };
+        let expected = if [a, b].contains(&"f16") {
+            DType::F32
+        } else {
+            DType::F64
+        };
         assert_eq!(ours, expected, "HIP-19 extension for result_type({a}, {b})");
     }
     for (pair, expected) in &p.sums {
         let (a, b) = pair.split_once(',').unwrap();
-        let ta = Tensor::new(p.a.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype_of(a)).unwrap();
-        let tb = Tensor::new(p.b.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype_of(b)).unwrap();
+        let ta = Tensor::new(p.a.as_slice(), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype_of(a))
+            .unwrap();
+        let tb = Tensor::new(p.b.as_slice(), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype_of(b))
+            .unwrap();
         let sum = candle_ops::add(&ta, &tb).unwrap();
         let got = sum.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
         assert_eq!(&got, expected, "values of {a} + {b}");

@@ -39,16 +39,30 @@ fn test_rope_embedding_is_position_dependent() {
     let (seq, dim) = (4usize, 8usize);
     let x = Tensor::ones((1, 1, seq, dim), DType::F32, &Device::Cpu).unwrap();
     let angles: Vec<f32> = (0..seq)
-        .flat_map(|p| (0..dim).map(move |i| p as f32 * 10000f32.powf(-((i % (dim / 2)) as f32 * 2.0) / dim as f32)))
+        .flat_map(|p| {
+            (0..dim).map(move |i| {
+                p as f32 * 10000f32.powf(-((i % (dim / 2)) as f32 * 2.0) / dim as f32)
+            })
+        })
         .collect();
     let angles = Tensor::from_vec(angles, (seq, dim), &Device::Cpu).unwrap();
-    let y = candle_ops::apply_rotary_emb(&x, &angles.cos().unwrap(), &angles.sin().unwrap()).unwrap();
-    let rows = y.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    let y =
+        candle_ops::apply_rotary_emb(&x, &angles.cos().unwrap(), &angles.sin().unwrap()).unwrap();
+    let rows = y
+        .squeeze(0)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     assert_ne!(rows[0], rows[1]);
     for row in &rows {
         for i in 0..dim / 2 {
             let norm = row[i].hypot(row[i + dim / 2]);
-            assert!((norm - 2f32.sqrt()).abs() < 1e-6, "rotation changed a pair's norm: {norm}");
+            assert!(
+                (norm - 2f32.sqrt()).abs() < 1e-6,
+                "rotation changed a pair's norm: {norm}"
+            );
         }
     }
 }

@@ -6,7 +6,10 @@ use proptest::prelude::*;
 
 fn iota(dims: &[usize]) -> Tensor {
     let n: usize = dims.iter().product();
-    Tensor::arange(0f32, n as f32, &Device::Cpu).unwrap().reshape(dims).unwrap()
+    Tensor::arange(0f32, n as f32, &Device::Cpu)
+        .unwrap()
+        .reshape(dims)
+        .unwrap()
 }
 
 /// A shape of rank 1..=4 with dims 1..=5, and a shape broadcastable to it
@@ -14,10 +17,19 @@ fn iota(dims: &[usize]) -> Tensor {
 fn shape_and_broadcastable() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     prop::collection::vec(1usize..=5, 1..=4).prop_flat_map(|dims| {
         let rank = dims.len();
-        (Just(dims.clone()), prop::collection::vec(any::<bool>(), rank), 0..rank).prop_map(|(dims, ones, drop)| {
-            let small: Vec<usize> = dims.iter().zip(ones).map(|(&d, one)| if one { 1 } else { d }).collect();
-            (dims, small[drop..].to_vec())
-        })
+        (
+            Just(dims.clone()),
+            prop::collection::vec(any::<bool>(), rank),
+            0..rank,
+        )
+            .prop_map(|(dims, ones, drop)| {
+                let small: Vec<usize> = dims
+                    .iter()
+                    .zip(ones)
+                    .map(|(&d, one)| if one { 1 } else { d })
+                    .collect();
+                (dims, small[drop..].to_vec())
+            })
     })
 }
 
