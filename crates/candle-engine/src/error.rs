@@ -19,6 +19,47 @@ pub enum Error {
     #[error("cannot sample from {what}")]
     EmptyDistribution { what: &'static str },
 
+    #[error("unsupported architecture `{name}`; supported: {supported}")]
+    UnsupportedArchitecture {
+        name: String,
+        supported: &'static str,
+    },
+
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+
+    #[error("the model has no tensor `{0}`")]
+    MissingTensor(String),
+
+    #[error("tensor {name} has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Quant(#[from] candle_quant::QuantError),
+
+    #[error(transparent)]
+    Gguf(#[from] candle_quant::gguf::GgufError),
+
     #[error(transparent)]
     Ops(#[from] candle_ops::Error),
 
@@ -27,3 +68,12 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

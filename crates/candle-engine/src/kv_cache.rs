@@ -59,6 +59,7 @@ pub struct KvCache {
     layers: Vec<LayerCache>,
     slots: usize,
     max_context: usize,
+    max_step_tokens: usize,
     /// Tokens held for each slot (its next position).
     lengths: Vec<usize>,
 }
@@ -107,6 +108,7 @@ impl KvCache {
             layers,
             slots,
             max_context,
+            max_step_tokens,
             lengths: vec![0; slots],
         })
     }
@@ -117,6 +119,11 @@ impl KvCache {
 
     pub fn max_context(&self) -> usize {
         self.max_context
+    }
+
+    /// The most tokens of one sequence a forward step may add.
+    pub fn max_step_tokens(&self) -> usize {
+        self.max_step_tokens
     }
 
     /// Number of positions sequence `slot` holds.
@@ -199,13 +206,20 @@ impl KvCache {
         let group = heads / kv_heads;
         let oldest = window.map_or(0, |w| (position + 1).saturating_sub(w));
         let positions = &l.positions[slot * l.capacity..(slot + 1) * l.capacity];
+        // Until the ring wraps, index i holds position i: scan only the
+        // indices that can be visible instead of the whole capacity.
+        let scan = if position < l.capacity {
+            oldest..position + 1
+        } else {
+            0..l.capacity
+        };
         for h in 0..heads {
             let q_head = &q[h * head_dim..(h + 1) * head_dim];
             let base = (slot * kv_heads + h / group) * l.capacity;
             let acc = &mut out[h * head_dim..(h + 1) * head_dim];
             acc.fill(0.0);
             let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-            for (index, &p) in positions.iter().enumerate() {
+            for (index, &p) in positions.iter().enumerate().take(scan.end).skip(scan.start) {
                 if p == EMPTY || (p as usize) > position || (p as usize) < oldest {
                     continue;
                 }

@@ -3,8 +3,21 @@
 //! This crate compiles for `wasm32-unknown-unknown`: file access, memory
 //! mapping and threads stay at the edges, behind small interfaces.
 
+pub mod chat;
+pub mod config;
 mod error;
+pub mod generate;
+pub mod gguf;
 pub mod kv_cache;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod loader;
+pub mod model;
+mod quantized_llama;
 pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
 
+pub use config::{DecoderConfig, Family, RopeLayout};
 pub use error::{Error, Result};
+pub use model::{Batch, Decoder};
+pub use quantized_llama::QuantizedLlama;

@@ -1,12 +1,21 @@
 //! `hanzo-candle`: the Hanzo Candle command-line tool.
 
 mod demo;
+mod generate;
+mod inspect;
+mod models;
+mod sample;
 
 use clap::{Parser, Subcommand};
 
-/// Hanzo Candle: HIP-19 tensor operations and inference on top of candle.
+/// Hanzo Candle: LLM inference, HIP-19 tensor operations and Hamiltonian
+/// sampling on top of candle.
+///
+/// Start with `hanzo-candle generate "Once upon a time"` (downloads the
+/// default model, SmolLM2-135M-Instruct, on first use), or
+/// `hanzo-candle chat` for a conversation.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +23,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate text from a prompt, streaming it to stdout; speed figures go to stderr.
+    Generate(generate::GenerateArgs),
+    /// Chat interactively with a model using its chat template.
+    Chat(generate::ChatArgs),
+    /// Print a GGUF file's metadata and tensor table (validating it first).
+    Inspect(inspect::InspectArgs),
+    /// Bayesian logistic regression on a CSV file by NUTS, with a posterior summary.
+    Sample(sample::SampleArgs),
     /// Demonstrate the HIP-19 operation surface: dtype promotion, softmax,
     /// RoPE and tiled causal attention on a long random sequence.
     Demo(demo::DemoArgs),
@@ -21,6 +38,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Generate(args) => generate::run_generate(&args),
+        Command::Chat(args) => generate::run_chat(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Sample(args) => sample::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

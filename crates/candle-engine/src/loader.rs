@@ -1,0 +1,142 @@
+//! Opening a model from disk: one `.gguf` file, or a Hugging Face directory
+//! (`config.json`, `tokenizer.json`, `*.safetensors`).
+
+use crate::chat::ChatTemplate;
+use crate::config::DecoderConfig;
+use crate::gguf::GgufModel;
+use crate::model::Decoder;
+use crate::tokenizer::Tokenizer;
+use crate::weights::SafetensorsDir;
+use crate::{Error, Result};
+use std::path::Path;
+
+/// Tokens that end an assistant turn in common chat formats; any the
+/// vocabulary has also end a generation.
+const END_OF_TURN_TOKENS: [&str; 4] = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"];
+
+/// Everything needed to generate text with one model.
+pub struct Model {
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    pub chat: ChatTemplate,
+    /// The context the model is loaded for (RoPE tables, KV cache size).
+    pub max_context: usize,
+}
+
+impl Model {
+    /// Loads `path` (a `.gguf` file or a Hugging Face model directory) for
+    /// contexts of up to `max_context` tokens (default: the model's own,
+    /// capped at 4096 to keep the KV cache small).
+    pub fn load(path: &Path, max_context: Option<usize>) -> Result<Self> {
+        if path.is_dir() {
+            return Self::load_hf_dir(path, max_context);
+        }
+        if !path.exists() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such model file or directory",
+                ),
+            });
+        }
+        let model = GgufModel::new(candle_quant::gguf::GgufFile::open(path)?);
+        Self::from_gguf(model, max_context)
+    }
+
+    /// Builds a model from a validated GGUF file (on the web: from bytes).
+    pub fn from_gguf(model: GgufModel, max_context: Option<usize>) -> Result<Self> {
+        let config = model.config()?;
+        let max_context = context_for(&config, max_context)?;
+        let mut tokenizer = model.tokenizer()?;
+        add_end_of_turn_tokens(&mut tokenizer);
+        let special = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
+        let chat = ChatTemplate::new(
+            model.chat_template()?,
+            &special(tokenizer.bos()),
+            &special(tokenizer.eos().first().copied()),
+        )?;
+        let decoder = Decoder::load(config, &model, max_context)?;
+        Ok(Self {
+            decoder,
+            tokenizer,
+            chat,
+            max_context,
+        })
+    }
+
+    fn load_hf_dir(dir: &Path, max_context: Option<usize>) -> Result<Self> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| Error::io(&dir.join(name), e))
+        };
+        let config_json = read("config.json")?;
+        let config = DecoderConfig::from_hf_json(&config_json)?;
+        let max_context = context_for(&config, max_context)?;
+        let raw: serde_json::Value = serde_json::from_str(&config_json)
+            .map_err(|e| Error::InvalidModel(format!("config.json: {e}")))?;
+        let ids = |v: &serde_json::Value| -> Vec<u32> {
+            match v {
+                serde_json::Value::Number(n) => {
+                    n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
+                }
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|n| n.as_u64())
+                    .map(|n| n as u32)
+                    .collect(),
+                _ => vec![],
+            }
+        };
+        let bos = ids(&raw["bos_token_id"]).first().copied();
+        let tokenizer_json = std::fs::read(dir.join("tokenizer.json"))
+            .map_err(|e| Error::io(&dir.join("tokenizer.json"), e))?;
+        let mut tokenizer = Tokenizer::from_json(&tokenizer_json, bos, ids(&raw["eos_token_id"]))?;
+        add_end_of_turn_tokens(&mut tokenizer);
+        let template_source = read("tokenizer_config.json")
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["chat_template"].as_str().map(str::to_string));
+        let special = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
+        let chat = ChatTemplate::new(
+            template_source.as_deref(),
+            &special(tokenizer.bos()),
+            &special(tokenizer.eos().first().copied()),
+        )?;
+        let source = SafetensorsDir::open(dir)?;
+        let decoder = Decoder::load(config, &source, max_context)?;
+        Ok(Self {
+            decoder,
+            tokenizer,
+            chat,
+            max_context,
+        })
+    }
+}
+
+fn context_for(config: &DecoderConfig, requested: Option<usize>) -> Result<usize> {
+    let trained = config.max_position_embeddings;
+    match requested {
+        Some(0) => Err(Error::InvalidModel(
+            "the context size must be at least 1".into(),
+        )),
+        Some(n) if n > trained => Err(Error::InvalidModel(format!(
+            "requested context {n} exceeds the {trained} positions the model was trained for"
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(trained.min(4096)),
+    }
+}
+
+fn add_end_of_turn_tokens(tokenizer: &mut Tokenizer) {
+    for token in END_OF_TURN_TOKENS {
+        if let Some(id) = tokenizer.token_to_id(token) {
+            tokenizer.add_eos(id);
+        }
+    }
+}

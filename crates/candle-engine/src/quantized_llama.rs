@@ -1,0 +1,86 @@
+//! HIP-19's seed API for quantized models: `QuantizedLlama::load(path,
+//! &device)` and `forward(&input, position_offset)`.
+
+use crate::gguf::GgufModel;
+use crate::kv_cache::KvCache;
+use crate::model::{Batch, Decoder};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A GGUF LLaMA-family model with a single-sequence KV cache.
+///
+/// ```no_run
+/// use candle_core::{Device, Tensor};
+/// use candle_engine::QuantizedLlama;
+/// let model = QuantizedLlama::load("model.gguf", &Device::Cpu)?;
+/// let input = Tensor::new(&[1u32, 2, 3], &Device::Cpu)?;
+/// let logits = model.forward(&input, 0)?; // [1, 3, vocab]
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct QuantizedLlama {
+    decoder: Decoder,
+    cache: Mutex<KvCache>,
+}
+
+/// Prompt tokens per forward step; longer inputs run in several steps.
+const STEP: usize = 512;
+
+impl QuantizedLlama {
+    /// Loads a `.gguf` file with a context of at most 4096 positions.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        if !device.is_cpu() {
+            return Err(Error::InvalidModel(format!(
+                "QuantizedLlama runs on the CPU in this version, not {:?}",
+                device.location()
+            )));
+        }
+        let model = GgufModel::new(candle_quant::gguf::GgufFile::open(path.as_ref())?);
+        let config = model.config()?;
+        let context = config.max_position_embeddings.min(4096);
+        let decoder = Decoder::load(config, &model, context)?;
+        let cache = KvCache::new(&decoder.cache_geometry(), 1, context, STEP)?;
+        Ok(Self {
+            decoder,
+            cache: Mutex::new(cache),
+        })
+    }
+
+    /// Logits `[1, seq, vocab]` for `input` (`[seq]` or `[1, seq]` token ids,
+    /// u32 or i64) placed at positions `position_offset..`. Offset 0 starts a
+    /// new sequence; a later call must continue where the previous ended.
+    pub fn forward(&self, input: &Tensor, position_offset: usize) -> Result<Tensor> {
+        let ids = match input.rank() {
+            1 => input.clone(),
+            2 if input.dim(0)? == 1 => input.squeeze(0)?,
+            _ => {
+                return Err(Error::InvalidBatch(format!(
+                    "input must be [seq] or [1, seq] token ids, got {:?}",
+                    input.dims()
+                )))
+            }
+        };
+        let ids: Vec<u32> = ids.to_dtype(DType::U32)?.to_vec1()?;
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| Error::InvalidBatch("the cache lock is poisoned".into()))?;
+        if position_offset == 0 {
+            cache.clear(0);
+        } else if position_offset != cache.len(0) {
+            return Err(Error::InvalidBatch(format!(
+                "position_offset {position_offset} does not continue the cached sequence of {} tokens",
+                cache.len(0)
+            )));
+        }
+        cache.check_room(0, ids.len())?;
+        let mut rows = Vec::with_capacity(ids.len().div_ceil(STEP));
+        for (chunk, tokens) in ids.chunks(STEP).enumerate() {
+            let batch = Batch::single(0, position_offset + chunk * STEP, tokens);
+            rows.push(self.decoder.forward(&batch, &mut cache)?);
+        }
+        Ok(Tensor::cat(&rows, 0)?.unsqueeze(0)?)
+    }
+}

@@ -1,0 +1,192 @@
+//! Where the decoder's weights come from. A source hands out each tensor as
+//! bytes plus its ggml type and shape, borrowed from the file's mapping when
+//! possible, so that every linear layer becomes a [`QLinear`] and there is
+//! one matmul path whatever the format.
+
+use crate::{Error, Result};
+use candle_quant::{QLinear, QuantType, WeightBytes};
+
+/// One tensor of a checkpoint. `dims` is in row-major order, outermost
+/// first (`[out_features, in_features]` for a linear layer).
+pub struct RawTensor {
+    pub ty: QuantType,
+    pub dims: Vec<usize>,
+    pub bytes: WeightBytes,
+}
+
+/// A checkpoint the decoder can read tensors from, by the decoder's own
+/// names (see [`TensorName`]).
+pub trait WeightSource {
+    fn tensor(&self, name: &TensorName) -> Result<RawTensor>;
+    fn contains(&self, name: &TensorName) -> bool;
+}
+
+/// The tensors of a LLaMA-style decoder, independent of any file format's
+/// naming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorName {
+    TokenEmbedding,
+    OutputNorm,
+    Output,
+    AttentionNorm(usize),
+    Query(usize),
+    Key(usize),
+    Value(usize),
+    AttentionOutput(usize),
+    FfnNorm(usize),
+    FfnGate(usize),
+    FfnUp(usize),
+    FfnDown(usize),
+}
+
+impl TensorName {
+    /// The name in Hugging Face `transformers` checkpoints.
+    pub fn hf(&self) -> String {
+        match *self {
+            Self::TokenEmbedding => "model.embed_tokens.weight".into(),
+            Self::OutputNorm => "model.norm.weight".into(),
+            Self::Output => "lm_head.weight".into(),
+            Self::AttentionNorm(i) => format!("model.layers.{i}.input_layernorm.weight"),
+            Self::Query(i) => format!("model.layers.{i}.self_attn.q_proj.weight"),
+            Self::Key(i) => format!("model.layers.{i}.self_attn.k_proj.weight"),
+            Self::Value(i) => format!("model.layers.{i}.self_attn.v_proj.weight"),
+            Self::AttentionOutput(i) => format!("model.layers.{i}.self_attn.o_proj.weight"),
+            Self::FfnNorm(i) => format!("model.layers.{i}.post_attention_layernorm.weight"),
+            Self::FfnGate(i) => format!("model.layers.{i}.mlp.gate_proj.weight"),
+            Self::FfnUp(i) => format!("model.layers.{i}.mlp.up_proj.weight"),
+            Self::FfnDown(i) => format!("model.layers.{i}.mlp.down_proj.weight"),
+        }
+    }
+}
+
+impl RawTensor {
+    /// A linear layer `[out, in]`, checked against the expected shape.
+    pub fn into_linear(
+        self,
+        name: &TensorName,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<QLinear> {
+        if self.dims != [out_features, in_features] {
+            return Err(Error::TensorShape {
+                name: format!("{name:?}"),
+                expected: vec![out_features, in_features],
+                got: self.dims,
+            });
+        }
+        Ok(QLinear::from_bytes(
+            self.ty,
+            out_features,
+            in_features,
+            self.bytes,
+        )?)
+    }
+
+    /// All values as f32 (norm weights, embedding tables), checked against
+    /// the expected shape.
+    pub fn to_f32(&self, name: &TensorName, expected: &[usize]) -> Result<Vec<f32>> {
+        if self.dims != expected {
+            return Err(Error::TensorShape {
+                name: format!("{name:?}"),
+                expected: expected.to_vec(),
+                got: self.dims.clone(),
+            });
+        }
+        let n = expected.iter().product();
+        Ok(candle_quant::quant::dequantize(
+            self.ty,
+            self.bytes.as_slice(),
+            n,
+        )?)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::SafetensorsDir;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// The `*.safetensors` files of a Hugging Face model directory,
+    /// memory-mapped; tensors are borrowed from the mappings.
+    pub struct SafetensorsDir {
+        tensors: HashMap<String, (usize, QuantType, Vec<usize>, std::ops::Range<usize>)>,
+        maps: Vec<Arc<memmap2::Mmap>>,
+    }
+
+    impl SafetensorsDir {
+        pub fn open(dir: &Path) -> Result<Self> {
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(Error::InvalidModel(format!(
+                    "no *.safetensors file in {}",
+                    dir.display()
+                )));
+            }
+            let mut tensors = HashMap::new();
+            let mut maps = Vec::new();
+            for path in files {
+                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                // SAFETY: the mapping is read-only and the loader documents that
+                // model files must not be modified while loaded.
+                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+                let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
+                    .map_err(|e| Error::InvalidModel(format!("{}: {e}", path.display())))?;
+                let data_start = 8 + header_len;
+                for (name, info) in metadata.tensors() {
+                    let ty = match info.dtype {
+                        safetensors::Dtype::F32 => QuantType::F32,
+                        safetensors::Dtype::F16 => QuantType::F16,
+                        safetensors::Dtype::BF16 => QuantType::BF16,
+                        other => {
+                            return Err(Error::InvalidModel(format!(
+                                "{}: tensor {name} has dtype {other:?}; supported: F32, F16, BF16",
+                                path.display()
+                            )))
+                        }
+                    };
+                    let (start, end) = info.data_offsets;
+                    tensors.insert(
+                        name.clone(),
+                        (
+                            maps.len(),
+                            ty,
+                            info.shape.clone(),
+                            data_start + start..data_start + end,
+                        ),
+                    );
+                }
+                maps.push(Arc::new(map));
+            }
+            Ok(Self { tensors, maps })
+        }
+    }
+
+    impl WeightSource for SafetensorsDir {
+        fn tensor(&self, name: &TensorName) -> Result<RawTensor> {
+            let key = name.hf();
+            let (file, ty, dims, range) = self
+                .tensors
+                .get(&key)
+                .ok_or_else(|| Error::MissingTensor(key.clone()))?;
+            Ok(RawTensor {
+                ty: *ty,
+                dims: dims.clone(),
+                bytes: WeightBytes::new(self.maps[*file].clone(), range.clone())?,
+            })
+        }
+
+        fn contains(&self, name: &TensorName) -> bool {
+            self.tensors.contains_key(&name.hf())
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The decoder against Hugging Face transformers on a tiny random
+//! LlamaForCausalLM (`scripts/gen_engine_fixtures.py`), through every path
+//! the engine uses: one prefill, token-by-token decoding through the KV
+//! cache, and several sequences in one flat batch.
+
+use candle_core::{Device, Tensor};
+use candle_engine::kv_cache::KvCache;
+use candle_engine::weights::SafetensorsDir;
+use candle_engine::{Batch, Decoder, DecoderConfig, Error};
+use std::path::PathBuf;
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama")
+}
+
+fn load() -> (Decoder, Vec<u32>, Vec<Vec<f32>>) {
+    let dir = fixture_dir();
+    let config =
+        DecoderConfig::from_hf_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .unwrap();
+    let source = SafetensorsDir::open(&dir).unwrap();
+    let decoder = Decoder::load(config, &source, 64).unwrap();
+    let reference = candle_core::safetensors::load(
+        dir.with_file_name("tiny-llama-reference.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let tokens: Vec<u32> = reference["tokens"]
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    let logits = reference["logits"].to_vec2::<f32>().unwrap();
+    (decoder, tokens, logits)
+}
+
+fn cache_for(decoder: &Decoder, slots: usize) -> KvCache {
+    KvCache::new(&decoder.cache_geometry(), slots, 64, 16).unwrap()
+}
+
+/// Largest absolute difference between two logit matrices.
+fn max_diff(got: &[Vec<f32>], expected: &[Vec<f32>]) -> f32 {
+    assert_eq!(got.len(), expected.len());
+    got.iter()
+        .zip(expected)
+        .flat_map(|(g, e)| g.iter().zip(e).map(|(a, b)| (a - b).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Logits here are O(1-10); f32 matmuls over at most 112 terms and a
+/// different summation order than PyTorch's leave errors of ~1e-6 relative,
+/// so 1e-4 absolute has two orders of margin yet catches any wrong rotation,
+/// mask or norm (those move logits by > 1e-1).
+const TOLERANCE: f32 = 1e-4;
+
+#[test]
+fn prefill_logits_match_transformers() {
+    let (decoder, tokens, expected) = load();
+    let mut cache = cache_for(&decoder, 1);
+    let logits = decoder
+        .forward(&Batch::single(0, 0, &tokens), &mut cache)
+        .unwrap();
+    let diff = max_diff(&logits.to_vec2().unwrap(), &expected);
+    assert!(diff < TOLERANCE, "max |diff| {diff}");
+}
+
+#[test]
+fn token_by_token_decoding_through_the_cache_matches_transformers() {
+    let (decoder, tokens, expected) = load();
+    let mut cache = cache_for(&decoder, 1);
+    let mut rows = vec![];
+    for (p, &t) in tokens.iter().enumerate() {
+        let logits = decoder
+            .forward(&Batch::single(0, p, &[t]), &mut cache)
+            .unwrap();
+        rows.push(logits.to_vec2::<f32>().unwrap().remove(0));
+    }
+    let diff = max_diff(&rows, &expected);
+    assert!(diff < TOLERANCE, "max |diff| {diff}");
+}
+
+#[test]
+fn sequences_batched_together_get_the_logits_they_get_alone() {
+    let (decoder, tokens, expected) = load();
+    // Slot 1 prefills the first 5 tokens alone, then one step carries its
+    // next 7 tokens together with a fresh 4-token prompt in slot 0.
+    let mut cache = cache_for(&decoder, 2);
+    decoder
+        .forward(&Batch::single(1, 0, &tokens[..5]), &mut cache)
+        .unwrap();
+    let other: Vec<u32> = vec![7, 3, 90, 12];
+    let mut batch = Batch::single(0, 0, &other);
+    let continued = Batch::single(1, 5, &tokens[5..]);
+    let offset = batch.tokens.len();
+    batch.tokens.extend(&continued.tokens);
+    batch.positions.extend(&continued.positions);
+    batch.slots.extend(&continued.slots);
+    batch.logits_for = (0..batch.tokens.len()).collect();
+    let logits = decoder
+        .forward(&batch, &mut cache)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert!(max_diff(&logits[offset..], &expected[5..]) < TOLERANCE);
+
+    let mut alone = cache_for(&decoder, 1);
+    let other_alone = decoder
+        .forward(&Batch::single(0, 0, &other), &mut alone)
+        .unwrap();
+    assert!(max_diff(&logits[..offset], &other_alone.to_vec2().unwrap()) < TOLERANCE);
+}
+
+#[test]
+fn bad_batches_are_errors_that_say_what_is_wrong() {
+    let (decoder, _, _) = load();
+    let mut cache = cache_for(&decoder, 1);
+    let err = decoder
+        .forward(&Batch::single(0, 0, &[1, 96]), &mut cache)
+        .unwrap_err();
+    assert!(err.to_string().contains("token id 96"), "{err}");
+    let err = decoder
+        .forward(&Batch::single(0, 63, &[1, 2]), &mut cache)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ContextExceeded { needed: 65, .. }),
+        "{err}"
+    );
+    let err = decoder
+        .forward(&Batch::single(3, 0, &[1]), &mut cache)
+        .unwrap_err();
+    assert!(err.to_string().contains("slot 3"), "{err}");
+}
+
+#[test]
+fn unknown_architectures_are_named_with_the_supported_list() {
+    let json = r#"{"model_type": "mamba", "vocab_size": 8, "hidden_size": 8, "intermediate_size": 8,
+                   "num_hidden_layers": 1, "num_attention_heads": 2}"#;
+    let err = DecoderConfig::from_hf_json(json).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("mamba") && msg.contains("llama"), "{msg}");
+    let truncated = r#"{"model_type": "llama", "vocab_size": 8"#;
+    assert!(DecoderConfig::from_hf_json(truncated)
+        .unwrap_err()
+        .to_string()
+        .contains("config.json"));
+}
+
+#[test]
+fn a_checkpoint_missing_a_tensor_names_it() {
+    let dir = std::env::temp_dir().join(format!("hanzo-engine-missing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let embedding = Tensor::zeros((96, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let tensors =
+        std::collections::HashMap::from([("model.embed_tokens.weight".to_string(), embedding)]);
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let config = DecoderConfig::from_hf_json(
+        &std::fs::read_to_string(fixture_dir().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let source = SafetensorsDir::open(&dir).unwrap();
+    let err = Decoder::load(config, &source, 8)
+        .err()
+        .expect("load must fail");
+    assert!(
+        err.to_string()
+            .contains("model.layers.0.input_layernorm.weight"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let empty = std::env::temp_dir().join(format!("hanzo-engine-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = SafetensorsDir::open(&empty).err().expect("no weights");
+    assert!(err.to_string().contains("no *.safetensors"), "{err}");
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+/// A byte-level vocabulary of the fixture's size: generation needs a
+/// tokenizer, and any 96 distinct tokens decode.
+fn tiny_tokenizer() -> candle_engine::tokenizer::Tokenizer {
+    let tokens: Vec<String> = (0..96u32)
+        .map(|i| char::from_u32(0x21 + i).unwrap().to_string())
+        .collect();
+    let spec = candle_engine::tokenizer::GgufTokenizerSpec {
+        model: "gpt2",
+        pre: Some("gpt2"),
+        tokens: tokens.iter().map(String::as_str).collect(),
+        token_types: vec![1; 96],
+        merges: vec![],
+        bos: None,
+        eos: None,
+        add_bos: false,
+    };
+    candle_engine::tokenizer::Tokenizer::from_gguf(&spec).unwrap()
+}
+
+#[test]
+fn generating_prompts_together_gives_the_greedy_tokens_each_gets_alone() {
+    use candle_engine::generate::{generate, GenerationParams};
+    let (decoder, tokens, _) = load();
+    let tokenizer = tiny_tokenizer();
+    let prompts = vec![tokens[..3].to_vec(), tokens[4..11].to_vec(), vec![42]];
+    let params = GenerationParams {
+        max_tokens: 10,
+        ..Default::default()
+    };
+    let mut cache = KvCache::new(&decoder.cache_geometry(), 3, 64, 4).unwrap();
+    let together = generate(
+        &decoder,
+        &tokenizer,
+        &mut cache,
+        &prompts,
+        &params,
+        &mut |_| {},
+    )
+    .unwrap();
+    for (prompt, batched) in prompts.iter().zip(&together) {
+        let mut alone_cache = KvCache::new(&decoder.cache_geometry(), 1, 64, 4).unwrap();
+        let alone = generate(
+            &decoder,
+            &tokenizer,
+            &mut alone_cache,
+            std::slice::from_ref(prompt),
+            &params,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(alone[0].tokens, batched.tokens, "prompt {prompt:?}");
+        assert_eq!(batched.tokens.len(), 10);
+    }
+}

@@ -1,0 +1,508 @@
+//! AVX2 + FMA + F16C fast paths. Every function here is `unsafe` because it requires
+//! those CPU features; [`super`] hands them out only after run-time detection.
+//!
+//! Integer parts are exact (the activation quants never hold -128, so `maddubs` cannot
+//! saturate); only the f32 arithmetic differs from the scalar reference: the order of
+//! accumulation, and for Q4_0/Q5_0 a bias applied through the activation sums.
+
+#[cfg(target_arch = "x86")]
+use std::arch::x86::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::quant::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8A, BlockQ8K,
+    BlockQ8_0,
+};
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_to_f32(h: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+}
+
+/// 16 packed bytes -> 32 nibbles: low nibbles in lanes 0..16, high nibbles in 16..32
+/// (the order of the Q4/Q5 32-value blocks).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+    let packed = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// Bit `i` of `bits` -> byte `i` = 0x10 if set, 0 otherwise.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn high_bits_to_0x10(bits: u32) -> __m256i {
+    let replicated = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let is_set = _mm256_cmpeq_epi8(_mm256_and_si256(replicated, select), select);
+    _mm256_and_si256(is_set, _mm256_set1_epi8(0x10))
+}
+
+/// Σ of u8 * i8 products, 8 lanes of i32 (pairs summed by `maddubs`, then quads).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+}
+
+/// Σ of i8 * i8 products; `y` must not contain -128 (`x` may).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_i8x32(p: &[i8; 32]) -> __m256i {
+    _mm256_loadu_si256(p.as_ptr() as *const __m256i)
+}
+
+/// One block's contribution, as 8 lanes of exact integer sums converted to f32.
+/// `$prep` unpacks the weights once; `$mul` is `dot_i8_i8` (signed quants, Q8_0) or
+/// `dot_u8_i8` (unsigned quants).
+macro_rules! block_isum {
+    ($q:expr, $mul:ident, $a:expr) => {
+        _mm256_cvtepi32_ps($mul($q, load_i8x32(&$a.qs)))
+    };
+}
+
+/// Two independent accumulators: one FMA chain per block would bound the loop by the
+/// FMA latency (4 cycles) rather than by loads.
+macro_rules! unrolled_dot {
+    ($w:expr, $a:expr, $prep:ident, $mul:ident, $wscale:ident, $ascale:ident) => {{
+        let (w, a) = ($w, $a);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut offsets = [0f32; 2];
+        for (w2, a2) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
+            for k in 0..2 {
+                let (scale, offset) = $ascale($wscale(&w2[k]), &a2[k]);
+                let isum = block_isum!($prep(&w2[k]), $mul, a2[k]);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[k]);
+                offsets[k] += offset;
+            }
+        }
+        let done = w.len().min(a.len()) / 2 * 2;
+        for (w, a) in w[done..].iter().zip(&a[done..]) {
+            let (scale, offset) = $ascale($wscale(w), a);
+            let isum = block_isum!($prep(w), $mul, a);
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[0]);
+            offsets[0] += offset;
+        }
+        hsum_ps(_mm256_add_ps(acc[0], acc[1])) + (offsets[0] + offsets[1])
+    }};
+}
+
+/// `unrolled_dot` for four activation rows at once, unpacking each weight block once.
+/// Every row goes through exactly the operations of `unrolled_dot`, so each result is
+/// bitwise equal to the single-row kernel's (batch composition never changes a value).
+macro_rules! unrolled_dot4 {
+    ($w:expr, $a:expr, $prep:ident, $mul:ident, $wscale:ident, $ascale:ident) => {{
+        let (w, a): (_, [&[BlockQ8A]; 4]) = ($w, $a);
+        let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        let mut offsets = [[0f32; 2]; 4];
+        let pairs = n / 2;
+        for p in 0..pairs {
+            for k in 0..2 {
+                let b = 2 * p + k;
+                let q = $prep(&w[b]);
+                let ws = $wscale(&w[b]);
+                for r in 0..4 {
+                    let (scale, offset) = $ascale(ws, &a[r][b]);
+                    let isum = block_isum!(q, $mul, a[r][b]);
+                    acc[r][k] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[r][k]);
+                    offsets[r][k] += offset;
+                }
+            }
+        }
+        if n % 2 == 1 {
+            let b = n - 1;
+            let q = $prep(&w[b]);
+            let ws = $wscale(&w[b]);
+            for r in 0..4 {
+                let (scale, offset) = $ascale(ws, &a[r][b]);
+                let isum = block_isum!(q, $mul, a[r][b]);
+                acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[r][0]);
+                offsets[r][0] += offset;
+            }
+        }
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            out[r] = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1])) + (offsets[r][0] + offsets[r][1]);
+        }
+        out
+    }};
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_q4_0(w: &BlockQ4_0) -> __m256i {
+    unpack_nibbles(w.qs.as_ptr())
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_q4_1(w: &BlockQ4_1) -> __m256i {
+    unpack_nibbles(w.qs.as_ptr())
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_q5_0(w: &BlockQ5_0) -> __m256i {
+    _mm256_or_si256(
+        unpack_nibbles(w.qs.as_ptr()),
+        high_bits_to_0x10(u32::from_le_bytes(w.qh)),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_q5_1(w: &BlockQ5_1) -> __m256i {
+    _mm256_or_si256(
+        unpack_nibbles(w.qs.as_ptr()),
+        high_bits_to_0x10(u32::from_le_bytes(w.qh)),
+    )
+}
+
+/// Weights may hold -128 (its absolute value 128 is exact as u8 in `dot_i8_i8`);
+/// activations never do.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_q8_0(w: &BlockQ8_0) -> __m256i {
+    load_i8x32(&w.qs)
+}
+
+macro_rules! weight_scale {
+    ($name:ident, $block:ty) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &$block) -> f32 {
+            f16_to_f32(w.d)
+        }
+    };
+}
+weight_scale!(d_q8_0, BlockQ8_0);
+
+/// `(d_w * d_a, 0)` for the symmetric formats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn symmetric_scale(d: f32, a: &BlockQ8A) -> (f32, f32) {
+    (d * a.d, 0.0)
+}
+
+/// The adjacent f16 `d` and `m` that open a Q4_1/Q5_1 block, converted in one go.
+macro_rules! weight_scale_min {
+    ($name:ident, $block:ty) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &$block) -> __m128 {
+            let bits = std::ptr::read_unaligned(w as *const $block as *const i32);
+            _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+        }
+    };
+}
+weight_scale_min!(dm_q4_1, BlockQ4_1);
+weight_scale_min!(dm_q5_1, BlockQ5_1);
+
+/// `[d, bias * d]` for the biased symmetric formats: Σ (q + bias)·a is computed as
+/// Σ q·a (unsigned, no sign fix-ups) plus `bias * d_w * sum_a` (bias is a power of two,
+/// so `bias * d` is exact).
+macro_rules! weight_scale_bias {
+    ($name:ident, $block:ty, $bias:expr) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &$block) -> __m128 {
+            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(w.d.to_bits() as i32));
+            _mm_mul_ps(_mm_shuffle_ps(d, d, 0), _mm_setr_ps(1.0, $bias, 0.0, 0.0))
+        }
+    };
+}
+weight_scale_bias!(db_q4_0, BlockQ4_0, -8.0);
+weight_scale_bias!(db_q5_0, BlockQ5_0, -16.0);
+
+/// `(d_w * d_a, m_w * sum_a)` with one multiply of `[d_w, m_w]` by the adjacent
+/// `[d_a, sum_a]` (for Q4_1/Q5_1 the same two f32 products as the scalar reference).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn affine_scale(dm: __m128, a: &BlockQ8A) -> (f32, f32) {
+    let act = _mm_castpd_ps(_mm_load_sd(a as *const BlockQ8A as *const f64));
+    let products = _mm_mul_ps(dm, act);
+    (
+        _mm_cvtss_f32(products),
+        _mm_cvtss_f32(_mm_movehdup_ps(products)),
+    )
+}
+
+macro_rules! kernels_32 {
+    ($dot:ident, $dot4:ident, $block:ty, $prep:ident, $mul:ident, $wscale:ident, $ascale:ident) => {
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $dot(w: &[$block], a: &[BlockQ8A]) -> f32 {
+            unrolled_dot!(w, a, $prep, $mul, $wscale, $ascale)
+        }
+
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $dot4(w: &[$block], a: [&[BlockQ8A]; 4]) -> [f32; 4] {
+            unrolled_dot4!(w, a, $prep, $mul, $wscale, $ascale)
+        }
+    };
+}
+
+kernels_32!(
+    dot_q4_0,
+    dot4_q4_0,
+    BlockQ4_0,
+    prep_q4_0,
+    dot_u8_i8,
+    db_q4_0,
+    affine_scale
+);
+kernels_32!(
+    dot_q4_1,
+    dot4_q4_1,
+    BlockQ4_1,
+    prep_q4_1,
+    dot_u8_i8,
+    dm_q4_1,
+    affine_scale
+);
+kernels_32!(
+    dot_q5_0,
+    dot4_q5_0,
+    BlockQ5_0,
+    prep_q5_0,
+    dot_u8_i8,
+    db_q5_0,
+    affine_scale
+);
+kernels_32!(
+    dot_q5_1,
+    dot4_q5_1,
+    BlockQ5_1,
+    prep_q5_1,
+    dot_u8_i8,
+    dm_q5_1,
+    affine_scale
+);
+kernels_32!(
+    dot_q8_0,
+    dot4_q8_0,
+    BlockQ8_0,
+    prep_q8_0,
+    dot_i8_i8,
+    d_q8_0,
+    symmetric_scale
+);
+
+/// Lane-wise parts of Σ_j m[j] · (sum of the activation quants of sub-block j), the
+/// K-quant offsets; only their total matters, so they are accumulated as vectors.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_offsets(mins: __m256i, a: &BlockQ8K) -> __m256 {
+    let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins))
+}
+
+/// The 8 sub-block mins as 16 i16 lanes, each repeated for its two 16-value group sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mins_per_group(m: &[u8; 8]) -> __m256i {
+    let bytes = _mm_loadl_epi64(m.as_ptr() as *const __m128i);
+    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(bytes, bytes))
+}
+
+/// Multiplies the 32 i16 pair sums of two sub-blocks by their scales.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scaled_pair(q_lo: __m256i, q_hi: __m256i, a: *const i8, sc_lo: u8, sc_hi: u8) -> __m256i {
+    let p_lo = _mm256_maddubs_epi16(q_lo, _mm256_loadu_si256(a as *const __m256i));
+    let p_hi = _mm256_maddubs_epi16(q_hi, _mm256_loadu_si256(a.add(32) as *const __m256i));
+    _mm256_add_epi32(
+        _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc_lo as i16)),
+        _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc_hi as i16)),
+    )
+}
+
+/// Q4_K against `N` activation rows; each row sees exactly the single-row sequence of
+/// operations, so every result is bitwise independent of `N`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k_rows<const N: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; N]) -> [f32; N] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut offsets = [_mm256_setzero_ps(); N];
+    let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+    for (b, w) in w[..n].iter().enumerate() {
+        let (sc, m) = crate::quant::unpack_scales_mins(&w.scales);
+        let mins = mins_per_group(&m);
+        let (d, dmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for c in 0..4 {
+            let packed = _mm256_loadu_si256(w.qs.as_ptr().add(32 * c) as *const __m256i);
+            let q_lo = _mm256_and_si256(packed, low_nibble);
+            let q_hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_nibble);
+            for r in 0..N {
+                let act = a[r][b].qs.as_ptr().add(64 * c);
+                let pair = scaled_pair(q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
+                isum[r] = _mm256_add_epi32(isum[r], pair);
+            }
+        }
+        for r in 0..N {
+            let scale = _mm256_set1_ps(d * a[r][b].d);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[r]), acc[r]);
+            let offset_scale = _mm256_set1_ps(dmin * a[r][b].d);
+            offsets[r] = _mm256_fmadd_ps(offset_scale, k_offsets(mins, &a[r][b]), offsets[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps(offsets[r]))
+}
+
+/// Q5_K against `N` activation rows (see [`dot_q4_k_rows`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_k_rows<const N: usize>(w: &[BlockQ5K], a: [&[BlockQ8K]; N]) -> [f32; N] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut offsets = [_mm256_setzero_ps(); N];
+    let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+    for (b, w) in w[..n].iter().enumerate() {
+        let (sc, m) = crate::quant::unpack_scales_mins(&w.scales);
+        let mins = mins_per_group(&m);
+        let (d, dmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+        let mut high = _mm256_loadu_si256(w.qh.as_ptr() as *const __m256i);
+        let mut isum = [_mm256_setzero_si256(); N];
+        for c in 0..4 {
+            let packed = _mm256_loadu_si256(w.qs.as_ptr().add(32 * c) as *const __m256i);
+            // Shifting 16-bit lanes by < 8 keeps bit 0 of each byte from that same byte.
+            let h_lo = _mm256_slli_epi16(_mm256_and_si256(high, one), 4);
+            let h_hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 1), one), 4);
+            high = _mm256_srli_epi16(high, 2);
+            let q_lo = _mm256_or_si256(_mm256_and_si256(packed, low_nibble), h_lo);
+            let q_hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_nibble),
+                h_hi,
+            );
+            for r in 0..N {
+                let act = a[r][b].qs.as_ptr().add(64 * c);
+                let pair = scaled_pair(q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
+                isum[r] = _mm256_add_epi32(isum[r], pair);
+            }
+        }
+        for r in 0..N {
+            let scale = _mm256_set1_ps(d * a[r][b].d);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[r]), acc[r]);
+            let offset_scale = _mm256_set1_ps(dmin * a[r][b].d);
+            offsets[r] = _mm256_fmadd_ps(offset_scale, k_offsets(mins, &a[r][b]), offsets[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps(offsets[r]))
+}
+
+/// Q6_K against `N` activation rows (see [`dot_q4_k_rows`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k_rows<const N: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; N]) -> [f32; N] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let two_bits = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+    for (b, w) in w[..n].iter().enumerate() {
+        let mut isum = [_mm256_setzero_si256(); N];
+        for half in 0..2 {
+            let ql_a = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half) as *const __m256i);
+            let ql_b = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i);
+            let high = [
+                _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4),
+            ];
+            // Unbiased 0..=63 values; the -32 bias is applied through the group sums below.
+            let quarters = [
+                _mm256_or_si256(_mm256_and_si256(ql_a, low_nibble), high[0]),
+                _mm256_or_si256(_mm256_and_si256(ql_b, low_nibble), high[1]),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low_nibble),
+                    high[2],
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low_nibble),
+                    high[3],
+                ),
+            ];
+            for (k, q) in quarters.into_iter().enumerate() {
+                let group = 8 * half + 2 * k;
+                let scales = _mm256_set_m128i(
+                    _mm_set1_epi16(w.scales[group + 1] as i16),
+                    _mm_set1_epi16(w.scales[group] as i16),
+                );
+                for r in 0..N {
+                    let act = _mm256_loadu_si256(
+                        a[r][b].qs.as_ptr().add(128 * half + 32 * k) as *const __m256i
+                    );
+                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, act), scales);
+                    isum[r] = _mm256_add_epi32(isum[r], prod);
+                }
+            }
+        }
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.scales.as_ptr() as *const __m128i));
+        let d = f16_to_f32(w.d);
+        for r in 0..N {
+            // The -32 bias, lane-wise: only the lanes' total matters.
+            let bsums = _mm256_loadu_si256(a[r][b].bsums.as_ptr() as *const __m256i);
+            let bias = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales16), 5);
+            let total = _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[r], bias));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r][b].d), total, acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum_ps(acc[r]))
+}
+
+macro_rules! kernels_k {
+    ($dot:ident, $dot4:ident, $block:ty, $rows:ident) => {
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $dot(w: &[$block], a: &[BlockQ8K]) -> f32 {
+            $rows::<1>(w, [a])[0]
+        }
+
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $dot4(w: &[$block], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            $rows::<4>(w, a)
+        }
+    };
+}
+
+kernels_k!(dot_q4_k, dot4_q4_k, BlockQ4K, dot_q4_k_rows);
+kernels_k!(dot_q5_k, dot4_q5_k, BlockQ5K, dot_q5_k_rows);
+kernels_k!(dot_q6_k, dot4_q6_k, BlockQ6K, dot_q6_k_rows);

@@ -1,0 +1,137 @@
+//! Fast paths for the quantized dot products, selected at run time, and the threaded
+//! matrix-vector / matrix-matrix driver built on them.
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod avx2;
+mod matmul;
+mod pool;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
+
+pub use matmul::matmul;
+pub use pool::{default_num_threads, global_pool, num_threads, set_num_threads, ThreadPool};
+
+use crate::quant::{
+    BlockFormat, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0,
+};
+
+/// Instruction sets the dot products have implementations for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// The portable reference kernels in [`crate::quant`].
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// wasm32 SIMD (compile-time `+simd128`).
+    Simd128,
+}
+
+impl Isa {
+    /// Whether this CPU (or build, for wasm) can run the kernels of `self`.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Isa::Avx2 => {
+                std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The fastest instruction set available here.
+    pub fn best() -> Isa {
+        [Isa::Avx2, Isa::Simd128]
+            .into_iter()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Scalar)
+    }
+}
+
+/// A dot product of a row of weight blocks with the matching activation blocks.
+pub type DotFn<B> = fn(&[B], &[<B as BlockFormat>::Act]) -> f32;
+
+/// One row of weight blocks against four activation rows at once (prefill).
+pub type Dot4Fn<B> = fn(&[B], [&[<B as BlockFormat>::Act]; 4]) -> [f32; 4];
+
+/// A block format with run-time selectable dot-product kernels.
+pub trait Kernel: BlockFormat {
+    /// The dot product for `isa`, or the scalar reference when `isa` is unavailable here
+    /// or has no kernel for this format.
+    fn dot_fn(isa: Isa) -> DotFn<Self>;
+
+    /// A four-activation-row kernel whose every result is bitwise equal to
+    /// `dot_fn(isa)`'s, when `isa` has one for this format.
+    fn dot4_fn(isa: Isa) -> Option<Dot4Fn<Self>> {
+        let _ = isa;
+        None
+    }
+}
+
+macro_rules! kernel {
+    (@dot $block:ty, $avx2:ident, $simd128:tt) => {
+        fn dot_fn(isa: Isa) -> DotFn<Self> {
+            match isa {
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                Isa::Avx2 if isa.is_available() => {
+                    fn dot(w: &[$block], a: &[<$block as BlockFormat>::Act]) -> f32 {
+                        // SAFETY: only handed out after `is_available` confirmed
+                        // AVX2, FMA and F16C.
+                        unsafe { avx2::$avx2(w, a) }
+                    }
+                    dot
+                }
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                Isa::Simd128 => kernel!(@simd128 $block, $simd128),
+                _ => <$block as BlockFormat>::dot_ref,
+            }
+        }
+    };
+    (@simd128 $block:ty, none) => {
+        <$block as BlockFormat>::dot_ref
+    };
+    (@simd128 $block:ty, $f:ident) => {
+        simd128::$f
+    };
+    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt) => {
+        impl Kernel for $block {
+            kernel!(@dot $block, $avx2, $simd128);
+
+            fn dot4_fn(isa: Isa) -> Option<Dot4Fn<Self>> {
+                match isa {
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx2 if isa.is_available() => {
+                        fn dot4(
+                            w: &[$block],
+                            a: [&[<$block as BlockFormat>::Act]; 4],
+                        ) -> [f32; 4] {
+                            // SAFETY: only handed out after `is_available` confirmed
+                            // AVX2, FMA and F16C.
+                            unsafe { avx2::$avx2_dot4(w, a) }
+                        }
+                        Some(dot4)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0);
+kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1);
+kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, none);
+kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, none);
+kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0);
+kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, none);
+kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, none);
+kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, none);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! Every fast path against the scalar reference on random blocks.
+
+use bytemuck::Zeroable;
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Isa, Kernel};
+use crate::quant::{
+    ActBlock, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8A,
+    BlockQ8K, BlockQ8_0,
+};
+
+fn random_bytes<B: bytemuck::Pod + Zeroable>(rng: &mut StdRng, n: usize) -> Vec<B> {
+    let mut blocks = vec![B::zeroed(); n];
+    rng.fill(bytemuck::cast_slice_mut::<B, u8>(&mut blocks));
+    blocks
+}
+
+/// Activation blocks with random quants in `-limit..=limit` and scale `d`.
+fn random_q8a(
+    rng: &mut StdRng,
+    n: usize,
+    limit: i8,
+    d: impl Fn(&mut StdRng) -> f32,
+) -> Vec<BlockQ8A> {
+    (0..n)
+        .map(|_| {
+            let mut qs = [0i8; 32];
+            qs.iter_mut()
+                .for_each(|q| *q = rng.random_range(-limit..=limit));
+            let d = d(rng);
+            let sum = d * qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+            BlockQ8A { d, sum, qs }
+        })
+        .collect()
+}
+
+fn random_q8k(
+    rng: &mut StdRng,
+    n: usize,
+    limit: i8,
+    d: impl Fn(&mut StdRng) -> f32,
+) -> Vec<BlockQ8K> {
+    (0..n)
+        .map(|_| {
+            let mut qs = [0i8; 256];
+            qs.iter_mut()
+                .for_each(|q| *q = rng.random_range(-limit..=limit));
+            let mut bsums = [0i16; 16];
+            for (s, g) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+                *s = g.iter().map(|&q| q as i16).sum();
+            }
+            BlockQ8K {
+                d: d(rng),
+                qs,
+                bsums,
+            }
+        })
+        .collect()
+}
+
+fn isas_under_test() -> Vec<Isa> {
+    [Isa::Avx2, Isa::Simd128]
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .collect()
+}
+
+fn one(_: &mut StdRng) -> f32 {
+    1.0
+}
+
+/// With every scale 1 (and integer offsets), each per-block term is an integer below
+/// 2^24, so f32 represents every partial sum exactly and any summation order gives the
+/// same bits: the fast paths must equal the reference exactly.
+fn assert_bit_exact<B: Kernel>(weights: &[B], acts: &[B::Act]) {
+    let expected = B::dot_ref(weights, acts);
+    for isa in isas_under_test() {
+        let got = B::dot_fn(isa)(weights, acts);
+        assert_eq!(
+            got.to_bits(),
+            expected.to_bits(),
+            "{:?} {isa:?}: {got} vs {expected}",
+            B::TYPE
+        );
+    }
+}
+
+fn set_f16(field: &mut f16, v: f32) {
+    *field = f16::from_f32(v);
+}
+
+#[test]
+fn fast_paths_equal_reference_bit_exactly_on_integer_scaled_blocks() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for n_blocks in [1, 2, 7, 8] {
+        // 8 blocks of 32: |partial sums| <= 8 * 32 * 128 * 127 < 2^24.
+        let acts = random_q8a(&mut rng, n_blocks, 127, one);
+        let mut w: Vec<BlockQ4_0> = random_bytes(&mut rng, n_blocks);
+        w.iter_mut().for_each(|b| set_f16(&mut b.d, 1.0));
+        assert_bit_exact(&w, &acts);
+        let mut w: Vec<BlockQ5_0> = random_bytes(&mut rng, n_blocks);
+        w.iter_mut().for_each(|b| set_f16(&mut b.d, 1.0));
+        assert_bit_exact(&w, &acts);
+        let mut w: Vec<BlockQ8_0> = random_bytes(&mut rng, n_blocks);
+        w.iter_mut().for_each(|b| set_f16(&mut b.d, 1.0));
+        assert_bit_exact(&w, &acts);
+        let mut w: Vec<BlockQ4_1> = random_bytes(&mut rng, n_blocks);
+        for b in &mut w {
+            set_f16(&mut b.d, 1.0);
+            set_f16(&mut b.m, rng.random_range(-8..=8) as f32);
+        }
+        assert_bit_exact(&w, &acts);
+        let mut w: Vec<BlockQ5_1> = random_bytes(&mut rng, n_blocks);
+        for b in &mut w {
+            set_f16(&mut b.d, 1.0);
+            set_f16(&mut b.m, rng.random_range(-8..=8) as f32);
+        }
+        assert_bit_exact(&w, &acts);
+    }
+    for _ in 0..20 {
+        // One super-block, activations in -31..=31:
+        // Q5_K: 256 * 31 * 31 * 63 < 2^24; Q6_K with |scale| <= 63: 256 * 32 * 31 * 63 < 2^24.
+        let acts = random_q8k(&mut rng, 1, 31, one);
+        let mut w: Vec<BlockQ4K> = random_bytes(&mut rng, 1);
+        w.iter_mut().for_each(|b| {
+            set_f16(&mut b.d, 1.0);
+            set_f16(&mut b.dmin, 1.0);
+        });
+        assert_bit_exact(&w, &acts);
+        let mut w: Vec<BlockQ5K> = random_bytes(&mut rng, 1);
+        w.iter_mut().for_each(|b| {
+            set_f16(&mut b.d, 1.0);
+            set_f16(&mut b.dmin, 1.0);
+        });
+        assert_bit_exact(&w, &acts);
+        let mut w: Vec<BlockQ6K> = random_bytes(&mut rng, 1);
+        w.iter_mut().for_each(|b| {
+            set_f16(&mut b.d, 1.0);
+            b.scales
+                .iter_mut()
+                .for_each(|s| *s = rng.random_range(-63..=63));
+        });
+        assert_bit_exact(&w, &acts);
+    }
+}
+
+/// Weights quantized from uniform data and full-range activations with real scales.
+///
+/// Tolerance: every per-block term carries at most 3 f32 roundings and the row sum at
+/// most `n + 8` additions (8 SIMD lanes plus the horizontal sum), each with relative
+/// error `eps = 2^-24`; with `S` = Σ over blocks of (max |ŵ| in the block + max offset)
+/// · Σ|â|, which bounds the magnitude of every term and partial sum, the difference
+/// between any two summation orders is at most `2 (n + 11) eps S`.
+fn assert_close_on_quantized_data<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
+    let n = n_blocks * B::ELEMS;
+    let w_f: Vec<f32> = (0..n)
+        .map(|_| rng.random_range(-1.0f32..1.0) * 0.3 + 0.05)
+        .collect();
+    let x_f: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let weights: Vec<B> = w_f.chunks_exact(B::ELEMS).map(B::quantize).collect();
+    let acts: Vec<B::Act> = crate::quant::quantize_activations(&x_f);
+    let mut w_hat = vec![0f32; n];
+    weights
+        .iter()
+        .zip(w_hat.chunks_exact_mut(B::ELEMS))
+        .for_each(|(b, d)| b.dequantize(d));
+    let mut a_hat = vec![0f32; n];
+    let a_elems = <B::Act as ActBlock>::ELEMS;
+    acts.iter()
+        .zip(a_hat.chunks_exact_mut(a_elems))
+        .for_each(|(b, d)| b.dequantize(d));
+    // Offsets (m, dmin·m) are at most the block's range plus one step, < 2 max|ŵ| + 1 here.
+    let s: f64 = w_hat
+        .chunks_exact(B::ELEMS)
+        .zip(a_hat.chunks_exact(B::ELEMS))
+        .map(|(w, a)| {
+            let wmax = w.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+            (3.0 * wmax + 1.0) * a.iter().map(|&v| (v as f64).abs()).sum::<f64>()
+        })
+        .sum();
+    let tol = 2.0 * (n_blocks as f64 + 11.0) * f32::EPSILON as f64 / 2.0 * s;
+    let expected = B::dot_ref(&weights, &acts) as f64;
+    let exact: f64 = w_hat
+        .iter()
+        .zip(&a_hat)
+        .map(|(&w, &a)| w as f64 * a as f64)
+        .sum();
+    assert!(
+        (expected - exact).abs() <= tol,
+        "{:?} reference {expected} vs exact {exact}",
+        B::TYPE
+    );
+    for isa in isas_under_test() {
+        let got = B::dot_fn(isa)(&weights, &acts) as f64;
+        assert!(
+            (got - expected).abs() <= tol,
+            "{:?} {isa:?}: {got} vs {expected} (tol {tol})",
+            B::TYPE
+        );
+    }
+}
+
+#[test]
+fn fast_paths_match_reference_within_float_reordering_bound() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for n_blocks in [1, 3, 16, 40] {
+        assert_close_on_quantized_data::<BlockQ4_0>(&mut rng, n_blocks);
+        assert_close_on_quantized_data::<BlockQ4_1>(&mut rng, n_blocks);
+        assert_close_on_quantized_data::<BlockQ5_0>(&mut rng, n_blocks);
+        assert_close_on_quantized_data::<BlockQ5_1>(&mut rng, n_blocks);
+        assert_close_on_quantized_data::<BlockQ8_0>(&mut rng, n_blocks);
+    }
+    for n_blocks in [1, 2, 5] {
+        assert_close_on_quantized_data::<BlockQ4K>(&mut rng, n_blocks);
+        assert_close_on_quantized_data::<BlockQ5K>(&mut rng, n_blocks);
+        assert_close_on_quantized_data::<BlockQ6K>(&mut rng, n_blocks);
+    }
+}
+
+#[test]
+fn q8_0_weights_holding_minus_128_are_exact() {
+    // ggml never writes -128, but files from other tools may; |-128| must not wrap.
+    let mut rng = StdRng::seed_from_u64(3);
+    let acts = random_q8a(&mut rng, 4, 127, one);
+    let mut w: Vec<BlockQ8_0> = random_bytes(&mut rng, 4);
+    for b in &mut w {
+        set_f16(&mut b.d, 1.0);
+        b.qs[..8].iter_mut().for_each(|q| *q = -128);
+    }
+    assert_bit_exact(&w, &acts);
+}
+
+fn assert_dot4_matches_dot<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
+    let n = n_blocks * B::ELEMS;
+    let w_f: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let weights: Vec<B> = w_f.chunks_exact(B::ELEMS).map(B::quantize).collect();
+    let rows: Vec<Vec<B::Act>> = (0..4)
+        .map(|_| {
+            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+            crate::quant::quantize_activations(&x)
+        })
+        .collect();
+    for isa in isas_under_test() {
+        let Some(dot4) = B::dot4_fn(isa) else {
+            continue;
+        };
+        let got = dot4(&weights, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+        for (r, row) in rows.iter().enumerate() {
+            let single = B::dot_fn(isa)(&weights, row);
+            assert_eq!(
+                got[r].to_bits(),
+                single.to_bits(),
+                "{:?} {isa:?} row {r}",
+                B::TYPE
+            );
+        }
+    }
+}
+
+#[test]
+fn four_row_kernels_equal_the_single_row_kernel_bitwise() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for n_blocks in [1, 2, 5, 18] {
+        assert_dot4_matches_dot::<BlockQ4_0>(&mut rng, n_blocks);
+        assert_dot4_matches_dot::<BlockQ4_1>(&mut rng, n_blocks);
+        assert_dot4_matches_dot::<BlockQ5_0>(&mut rng, n_blocks);
+        assert_dot4_matches_dot::<BlockQ5_1>(&mut rng, n_blocks);
+        assert_dot4_matches_dot::<BlockQ8_0>(&mut rng, n_blocks);
+    }
+    for n_blocks in [1, 3] {
+        assert_dot4_matches_dot::<BlockQ4K>(&mut rng, n_blocks);
+        assert_dot4_matches_dot::<BlockQ5K>(&mut rng, n_blocks);
+        assert_dot4_matches_dot::<BlockQ6K>(&mut rng, n_blocks);
+    }
+}

@@ -1,0 +1,11 @@
+//! Quantized weights for Hanzo Candle: a hardened, zero-copy GGUF reader and
+//! writer, ggml-compatible block formats with scalar reference kernels, fast
+//! SIMD kernels, and `QLinear`.
+
+pub mod gguf;
+pub mod kernels;
+mod qlinear;
+pub mod quant;
+
+pub use qlinear::{QLinear, WeightBytes};
+pub use quant::{QuantError, QuantType};

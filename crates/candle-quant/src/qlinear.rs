@@ -1,0 +1,439 @@
+//! `QLinear`: quantized matmul on every device.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Storage, Tensor};
+
+use crate::kernels::{self, Isa, Kernel};
+use crate::quant::{
+    self, cast_blocks, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0, QuantError, QuantType,
+};
+
+/// Weight bytes that may live inside a larger buffer (typically a memory-mapped GGUF
+/// file) kept alive by an `Arc`, so layers borrow the mapping instead of copying it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use candle_quant::WeightBytes;
+/// let file: Arc<Vec<u8>> = Arc::new(vec![0u8; 64]);
+/// let slice = WeightBytes::new(file, 16..48).unwrap();
+/// assert_eq!(slice.as_slice().len(), 32);
+/// ```
+#[derive(Clone)]
+pub struct WeightBytes {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    range: Range<usize>,
+}
+
+impl WeightBytes {
+    /// The bytes `owner[range]`; fails if `range` is not inside `owner`.
+    pub fn new<O: AsRef<[u8]> + Send + Sync + 'static>(
+        owner: Arc<O>,
+        range: Range<usize>,
+    ) -> Result<WeightBytes, QuantError> {
+        let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = owner;
+        let len = owner.as_ref().as_ref().len();
+        if range.start > range.end || range.end > len {
+            return Err(QuantError::ByteRange {
+                start: range.start,
+                end: range.end,
+                len,
+            });
+        }
+        Ok(WeightBytes { owner, range })
+    }
+
+    /// The borrowed bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.owner.as_ref().as_ref()[self.range.clone()]
+    }
+
+    /// The same bytes in an allocation aligned to 8 bytes (a copy), for slices whose
+    /// start is not aligned for the block type.
+    fn to_aligned(&self) -> WeightBytes {
+        let bytes = self.as_slice();
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        let len = bytes.len();
+        WeightBytes {
+            owner: Arc::new(AlignedBytes { words, len }),
+            range: 0..len,
+        }
+    }
+}
+
+impl From<Vec<u8>> for WeightBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        let len = bytes.len();
+        WeightBytes {
+            owner: Arc::new(bytes),
+            range: 0..len,
+        }
+    }
+}
+
+impl From<&[u8]> for WeightBytes {
+    fn from(bytes: &[u8]) -> Self {
+        WeightBytes::from(bytes.to_vec())
+    }
+}
+
+impl From<Arc<[u8]>> for WeightBytes {
+    fn from(bytes: Arc<[u8]>) -> Self {
+        let len = bytes.len();
+        WeightBytes {
+            owner: Arc::new(bytes),
+            range: 0..len,
+        }
+    }
+}
+
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for AlignedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+}
+
+#[derive(Clone)]
+enum Weights {
+    /// Block-quantized bytes multiplied by this crate's kernels (CPU).
+    Quantized(WeightBytes),
+    /// F32/F16/BF16 weights as an f32 [out_features, in_features] tensor (CPU).
+    Dense(Tensor),
+    /// Any type on CUDA/Metal, through upstream candle.
+    Upstream(QMatMul),
+}
+
+/// A linear layer `y = x · Wᵀ` whose weight is stored in one of the [`QuantType`]s.
+///
+/// On CPU, quantized weights are multiplied by this crate's kernels straight from their
+/// bytes (no copy when the bytes are aligned); float weights go through candle's
+/// matmul. On CUDA/Metal everything goes through upstream `QMatMul`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use candle_quant::{quant, QLinear, QuantType};
+/// let (out_f, in_f) = (4, 64);
+/// let w: Vec<f32> = (0..out_f * in_f).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect();
+/// let bytes = quant::quantize(QuantType::Q8_0, &w).unwrap();
+/// let layer = QLinear::from_bytes(QuantType::Q8_0, out_f, in_f, bytes).unwrap();
+/// let x = Tensor::ones((2, in_f), candle_core::DType::F32, &Device::Cpu).unwrap();
+/// let y = layer.forward(&x).unwrap();
+/// assert_eq!(y.dims(), &[2, out_f]);
+/// ```
+#[derive(Clone)]
+pub struct QLinear {
+    ty: QuantType,
+    out_features: usize,
+    in_features: usize,
+    isa: Isa,
+    weights: Weights,
+}
+
+impl QLinear {
+    /// A CPU layer over `bytes` holding `out_features` rows of `in_features` values of
+    /// type `ty` (ggml row-major order, as in GGUF).
+    pub fn from_bytes(
+        ty: QuantType,
+        out_features: usize,
+        in_features: usize,
+        bytes: impl Into<WeightBytes>,
+    ) -> Result<QLinear, QuantError> {
+        QLinear::from_bytes_on(ty, out_features, in_features, bytes, &Device::Cpu)
+    }
+
+    /// Like [`QLinear::from_bytes`], on `device` (CUDA/Metal use upstream `QMatMul`).
+    pub fn from_bytes_on(
+        ty: QuantType,
+        out_features: usize,
+        in_features: usize,
+        bytes: impl Into<WeightBytes>,
+        device: &Device,
+    ) -> Result<QLinear, QuantError> {
+        let upstream = !device.is_cpu();
+        QLinear::build(
+            ty,
+            out_features,
+            in_features,
+            bytes.into(),
+            device,
+            upstream,
+        )
+    }
+
+    /// A layer that always multiplies through upstream candle's `QMatMul`, also on the
+    /// CPU: the baseline for side-by-side benchmarks in one binary.
+    pub fn upstream_from_bytes(
+        ty: QuantType,
+        out_features: usize,
+        in_features: usize,
+        bytes: impl Into<WeightBytes>,
+        device: &Device,
+    ) -> Result<QLinear, QuantError> {
+        QLinear::build(ty, out_features, in_features, bytes.into(), device, true)
+    }
+
+    fn build(
+        ty: QuantType,
+        out_features: usize,
+        in_features: usize,
+        bytes: WeightBytes,
+        device: &Device,
+        upstream: bool,
+    ) -> Result<QLinear, QuantError> {
+        const OP: &str = "QLinear::from_bytes";
+        if out_features == 0 {
+            return Err(QuantError::ZeroDimension {
+                op: OP,
+                what: "out_features",
+            });
+        }
+        if in_features == 0 {
+            return Err(QuantError::ZeroDimension {
+                op: OP,
+                what: "in_features",
+            });
+        }
+        let row_bytes = ty.row_bytes(in_features)?;
+        let expected = row_bytes
+            .checked_mul(out_features)
+            .ok_or(QuantError::SizeOverflow {
+                ty,
+                elems: in_features,
+            })?;
+        if bytes.as_slice().len() != expected {
+            return Err(QuantError::ByteLength {
+                op: OP,
+                ty,
+                expected,
+                got: bytes.as_slice().len(),
+            });
+        }
+        let weights = if upstream {
+            let storage =
+                QStorage::from_data(Cow::Borrowed(bytes.as_slice()), device, ggml_dtype(ty))?;
+            let tensor = QTensor::new(storage, (out_features, in_features))?;
+            Weights::Upstream(QMatMul::from_qtensor(tensor)?)
+        } else if ty.is_quantized() {
+            let aligned = bytes.as_slice().as_ptr().align_offset(BLOCK_ALIGN) == 0;
+            Weights::Quantized(if aligned { bytes } else { bytes.to_aligned() })
+        } else {
+            let values = quant::dequantize(ty, bytes.as_slice(), out_features * in_features)?;
+            Weights::Dense(Tensor::from_vec(
+                values,
+                (out_features, in_features),
+                &Device::Cpu,
+            )?)
+        };
+        Ok(QLinear {
+            ty,
+            out_features,
+            in_features,
+            isa: Isa::best(),
+            weights,
+        })
+    }
+
+    /// The same layer computing with `isa`'s kernels (falls back to the scalar reference
+    /// where `isa` is unavailable). `Isa::Scalar` gives results that are identical on
+    /// every machine.
+    pub fn with_isa(mut self, isa: Isa) -> QLinear {
+        self.isa = isa;
+        self
+    }
+
+    /// The weight storage type.
+    pub fn quant_type(&self) -> QuantType {
+        self.ty
+    }
+
+    /// Output features (rows of W).
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Input features (columns of W).
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// The weight as f32.
+    ///
+    /// returns: [out_features, in_features]
+    pub fn dequantize(&self) -> Result<Tensor, QuantError> {
+        match &self.weights {
+            Weights::Quantized(bytes) => {
+                let values = quant::dequantize(
+                    self.ty,
+                    bytes.as_slice(),
+                    self.out_features * self.in_features,
+                )?;
+                Ok(Tensor::from_vec(
+                    values,
+                    (self.out_features, self.in_features),
+                    &Device::Cpu,
+                )?)
+            }
+            Weights::Dense(w) => Ok(w.clone()),
+            Weights::Upstream(mm) => match mm {
+                QMatMul::QTensor(q) => Ok(q.dequantize(&q.device())?),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Ok(t.to_dtype(DType::F32)?),
+            },
+        }
+    }
+
+    /// `x · Wᵀ`.
+    ///
+    /// x: [.., in_features] f32 -> [.., out_features] f32
+    ///
+    /// Results do not depend on the number of threads; for a given `Isa` they are
+    /// bitwise reproducible run to run.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, QuantError> {
+        const OP: &str = "QLinear::forward";
+        let dims = x.dims();
+        if dims.last() != Some(&self.in_features) {
+            return Err(QuantError::InputShape {
+                op: OP,
+                expected_in: self.in_features,
+                got: dims.to_vec(),
+            });
+        }
+        let bytes = match &self.weights {
+            Weights::Upstream(mm) => return Ok(mm.forward(x)?),
+            _ if x.dtype() != DType::F32 => {
+                return Err(QuantError::InputDType {
+                    op: OP,
+                    got: x.dtype(),
+                })
+            }
+            Weights::Dense(w) => return Ok(x.broadcast_matmul(&w.t()?)?),
+            Weights::Quantized(bytes) => bytes,
+        };
+        if !x.device().is_cpu() {
+            return Err(QuantError::Unsupported {
+                op: OP,
+                ty: self.ty,
+                device: format!(
+                    "{:?} (input tensor; the layer was built for the CPU)",
+                    x.device()
+                ),
+            });
+        }
+        let x = if x.is_contiguous() {
+            x.clone()
+        } else {
+            x.contiguous()?
+        };
+        let m = x.elem_count() / self.in_features;
+        let mut out = vec![0f32; m * self.out_features];
+        {
+            let (storage, layout) = x.storage_and_layout();
+            let Storage::Cpu(cpu) = &*storage else {
+                return Err(QuantError::Unsupported {
+                    op: OP,
+                    ty: self.ty,
+                    device: "non-CPU storage".to_string(),
+                });
+            };
+            let all = cpu.as_slice::<f32>()?;
+            let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+                candle_core::Error::msg("contiguous tensor without contiguous offsets")
+            })?;
+            self.matmul_cpu(bytes.as_slice(), &all[start..end], &mut out)?;
+        }
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = self.out_features;
+        }
+        Ok(Tensor::from_vec(out, out_dims, &Device::Cpu)?)
+    }
+
+    fn matmul_cpu(&self, bytes: &[u8], x: &[f32], out: &mut [f32]) -> Result<(), QuantError> {
+        let pool = kernels::global_pool()?;
+        match self.ty {
+            QuantType::Q4_0 => self.run::<BlockQ4_0>(bytes, x, out, &pool),
+            QuantType::Q4_1 => self.run::<BlockQ4_1>(bytes, x, out, &pool),
+            QuantType::Q5_0 => self.run::<BlockQ5_0>(bytes, x, out, &pool),
+            QuantType::Q5_1 => self.run::<BlockQ5_1>(bytes, x, out, &pool),
+            QuantType::Q8_0 => self.run::<BlockQ8_0>(bytes, x, out, &pool),
+            QuantType::Q4K => self.run::<BlockQ4K>(bytes, x, out, &pool),
+            QuantType::Q5K => self.run::<BlockQ5K>(bytes, x, out, &pool),
+            QuantType::Q6K => self.run::<BlockQ6K>(bytes, x, out, &pool),
+            QuantType::F32 | QuantType::F16 | QuantType::BF16 => Err(QuantError::Unsupported {
+                op: "QLinear::forward",
+                ty: self.ty,
+                device: "the quantized CPU path".to_string(),
+            }),
+        }
+    }
+
+    fn run<B: Kernel>(
+        &self,
+        bytes: &[u8],
+        x: &[f32],
+        out: &mut [f32],
+        pool: &kernels::ThreadPool,
+    ) -> Result<(), QuantError> {
+        let blocks = cast_blocks::<B>(bytes).ok_or(QuantError::ByteLength {
+            op: "QLinear::forward",
+            ty: self.ty,
+            expected: self.out_features * self.ty.row_bytes(self.in_features)?,
+            got: bytes.len(),
+        })?;
+        kernels::matmul(
+            blocks,
+            self.out_features,
+            self.in_features,
+            x,
+            out,
+            self.isa,
+            pool,
+        );
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for QLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.weights {
+            Weights::Quantized(_) => "cpu-quantized",
+            Weights::Dense(_) => "cpu-dense",
+            Weights::Upstream(_) => "upstream-qmatmul",
+        };
+        f.debug_struct("QLinear")
+            .field("ty", &self.ty)
+            .field("out_features", &self.out_features)
+            .field("in_features", &self.in_features)
+            .field("isa", &self.isa)
+            .field("backend", &backend)
+            .finish()
+    }
+}
+
+/// Alignment every block type needs (the largest field is f16, or f32 in Q8_K).
+const BLOCK_ALIGN: usize = 4;
+
+fn ggml_dtype(ty: QuantType) -> GgmlDType {
+    match ty {
+        QuantType::F32 => GgmlDType::F32,
+        QuantType::F16 => GgmlDType::F16,
+        QuantType::BF16 => GgmlDType::BF16,
+        QuantType::Q4_0 => GgmlDType::Q4_0,
+        QuantType::Q4_1 => GgmlDType::Q4_1,
+        QuantType::Q5_0 => GgmlDType::Q5_0,
+        QuantType::Q5_1 => GgmlDType::Q5_1,
+        QuantType::Q8_0 => GgmlDType::Q8_0,
+        QuantType::Q4K => GgmlDType::Q4K,
+        QuantType::Q5K => GgmlDType::Q5K,
+        QuantType::Q6K => GgmlDType::Q6K,
+    }
+}

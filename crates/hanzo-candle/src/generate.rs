@@ -1,0 +1,273 @@
+//! `hanzo-candle generate` and `hanzo-candle chat`.
+
+use crate::models;
+use anyhow::{bail, Context};
+use candle_engine::chat::Message;
+use candle_engine::generate::{generate, Event, FinishReason, GenerationParams};
+use candle_engine::kv_cache::KvCache;
+use candle_engine::loader::Model;
+use candle_engine::sampling::SamplingParams;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Prompt tokens processed per forward step (the KV cache is sized for it).
+const PREFILL_CHUNK: usize = 512;
+
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// A .gguf file or a Hugging Face model directory. Default:
+    /// SmolLM2-135M-Instruct Q4_1, fetched on first use into
+    /// $HANZO_CANDLE_MODELS (default ~/.cache/hanzo-candle/models).
+    #[arg(short, long)]
+    model: Option<String>,
+    /// Context size in tokens (default: the model's, at most 4096).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Device to run on: cpu, cuda:N or metal:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SamplingArgs {
+    /// Maximum number of tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(short, long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Penalty for tokens seen in the last --repeat-last-n tokens (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// How many recent tokens --repeat-penalty considers.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Random seed; the same seed gives the same output.
+    #[arg(long, default_value_t = 299_792_458)]
+    seed: u64,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Format the prompt as a user message with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// The prompt.
+    prompt: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> GenerationParams {
+        GenerationParams {
+            max_tokens: self.max_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repeat_penalty,
+                repeat_last_n: self.repeat_last_n,
+                seed: self.seed,
+            },
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+fn load(args: &ModelArgs) -> anyhow::Result<Model> {
+    if args.device != "cpu" {
+        let supported = args.device.starts_with("cuda:") || args.device.starts_with("metal:");
+        if !supported {
+            bail!(
+                "unknown device `{}`; use cpu, cuda:N or metal:N",
+                args.device
+            );
+        }
+        bail!(
+            "device `{}`: the engine runs on the CPU in this version; GPU decoding is not implemented yet",
+            args.device
+        );
+    }
+    let path = models::resolve(args.model.as_deref())?;
+    let started = Instant::now();
+    let model =
+        Model::load(&path, args.ctx).with_context(|| format!("loading {}", path.display()))?;
+    eprintln!(
+        "Loaded {} in {:.2} s (context {})",
+        path.display(),
+        started.elapsed().as_secs_f64(),
+        model.max_context
+    );
+    Ok(model)
+}
+
+pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let params = args.sampling.params();
+    params.sampling.validate()?;
+    let model = load(&args.model)?;
+    let prompt = if args.chat {
+        model
+            .chat
+            .render(&[Message::new("user", &args.prompt)], true)?
+    } else {
+        args.prompt.clone()
+    };
+    let ids = model.tokenizer.encode(&prompt, true)?;
+    let mut cache = KvCache::new(
+        &model.decoder.cache_geometry(),
+        1,
+        model.max_context,
+        PREFILL_CHUNK,
+    )?;
+    let stats = stream(&model, &mut cache, &ids, &params)?;
+    stats.report();
+    Ok(())
+}
+
+pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
+    let params = args.sampling.params();
+    params.sampling.validate()?;
+    let model = load(&args.model)?;
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(Message::new("system", system));
+    }
+    let mut cache = KvCache::new(
+        &model.decoder.cache_geometry(),
+        1,
+        model.max_context,
+        PREFILL_CHUNK,
+    )?;
+    eprintln!("Type a message and press Enter; an empty line or Ctrl-D quits.");
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            return Ok(());
+        }
+        messages.push(Message::new("user", line.trim_end()));
+        let prompt = model.chat.render(&messages, true)?;
+        let ids = model.tokenizer.encode(&prompt, true)?;
+        match stream(&model, &mut cache, &ids, &params) {
+            Ok(stats) => {
+                messages.push(Message::new("assistant", &stats.text));
+                stats.report();
+            }
+            Err(e) => {
+                messages.pop();
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+}
+
+struct Stats {
+    text: String,
+    prompt_tokens: usize,
+    generated: usize,
+    prefill: Duration,
+    decode: Duration,
+    finish: FinishReason,
+}
+
+fn stream(
+    model: &Model,
+    cache: &mut KvCache,
+    ids: &[u32],
+    params: &GenerationParams,
+) -> anyhow::Result<Stats> {
+    let started = Instant::now();
+    let mut prefill_done = None;
+    let mut out = std::io::stdout().lock();
+    let mut write_error = None;
+    let results = generate(
+        &model.decoder,
+        &model.tokenizer,
+        cache,
+        &[ids.to_vec()],
+        params,
+        &mut |event| match event {
+            Event::PromptProcessed { .. } => prefill_done = Some(Instant::now()),
+            Event::Text { text, .. } => {
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                    write_error.get_or_insert(e);
+                }
+            }
+        },
+    )?;
+    writeln!(out)?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing to stdout");
+    }
+    let end = Instant::now();
+    let prefill_done = prefill_done.unwrap_or(end);
+    let result = results.into_iter().next().context("no result")?;
+    Ok(Stats {
+        generated: result.tokens.len(),
+        text: result.text,
+        prompt_tokens: result.prompt_tokens,
+        prefill: prefill_done - started,
+        decode: end - prefill_done,
+        finish: result.finish,
+    })
+}
+
+impl Stats {
+    fn report(&self) {
+        let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+        eprintln!(
+            "prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s | time to first token {:.0} ms | peak RSS {} | stop: {:?}",
+            self.prompt_tokens,
+            rate(self.prompt_tokens, self.prefill),
+            self.generated,
+            // The first token comes out of the prefill step.
+            rate(self.generated.saturating_sub(1), self.decode),
+            self.prefill.as_secs_f64() * 1e3,
+            peak_rss(),
+            self.finish
+        );
+    }
+}
+
+/// Peak resident set size from /proc (Linux), or "n/a".
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "n/a".into(),
+            |kib| format!("{:.0} MiB", kib as f64 / 1024.0),
+        )
+}
