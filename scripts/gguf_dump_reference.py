@@ -7,8 +7,8 @@ is the `gguf` package maintained with llama.cpp.
 Run (from the repo root):
     /root/venvs/ref/bin/pip install gguf==0.19.0
     /root/venvs/ref/bin/python scripts/gguf_dump_reference.py \
-        /work/models/SmolLM2-135M-Instruct.Q4_1.gguf \
-        /work/models/gemma-3-270m-q4_k_m.gguf
+        ~/.cache/hanzo-candle/models/SmolLM2-135M-Instruct.Q4_1.gguf \
+        ~/.cache/hanzo-candle/models/gemma-3-270m-q4_k_m.gguf
 
 Writes crates/candle-quant/tests/fixtures/gguf/reference/<file stem>.json and
 ggml_type_sizes.json. Long arrays are summarised (length, first items, last

@@ -3,14 +3,14 @@ independent numpy implementation of quantize/dequantize).
 
 Run (from the repository root):
     /root/venvs/ref/bin/pip install gguf
-    /root/venvs/ref/bin/python scripts/quant_fixtures.py [--models /work/models]
+    /root/venvs/ref/bin/python scripts/quant_fixtures.py [--models DIR]
 
 Writes crates/candle-quant/tests/fixtures/quant/:
   <case>.in.f32   little-endian f32 input values        (quantize cases only)
   <case>.q        quantized bytes (gguf-py's quantize, or random / real-file blocks)
   <case>.deq.f32  gguf-py's dequantization of <case>.q
 Real-file cases (real_*) need the SmolLM2 and Gemma 3 GGUFs in --models (see
-scripts/gguf_fetch_models.sh); they are skipped with a message if absent.
+scripts/fetch-models.sh); they are skipped with a message if absent.
 """
 
 import argparse
@@ -92,7 +92,7 @@ def real_cases(models):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="/work/models")
+    ap.add_argument("--models", default=os.environ.get("HANZO_CANDLE_MODELS", os.path.expanduser("~/.cache/hanzo-candle/models")))
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     quantize_cases()

@@ -3,9 +3,9 @@
 //! equals gguf-py's (dumped by scripts/gguf_dump_reference.py into
 //! tests/fixtures/gguf/reference/).
 //!
-//! The models live outside the repository: set CANDLE_QUANT_MODELS_DIR
-//! (default /work/models). A missing file skips its test with a printed note;
-//! CI fetches them first.
+//! The models live outside the repository, in `$HANZO_CANDLE_MODELS`
+//! (default `~/.cache/hanzo-candle/models`), where `scripts/fetch-models.sh`
+//! puts them; `scripts/test.sh` runs it before the tests.
 
 use std::path::PathBuf;
 
@@ -14,9 +14,12 @@ use candle_quant::gguf::{describe, GgmlType, GgufFile, GgufVocab, MetadataValue,
 use serde_json::Value as Json;
 
 fn models_dir() -> PathBuf {
-    std::env::var_os("CANDLE_QUANT_MODELS_DIR")
+    std::env::var_os("HANZO_CANDLE_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/models"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/hanzo-candle/models")
+        })
 }
 
 fn reference(name: &str) -> Json {
@@ -53,13 +56,11 @@ fn as_f64(value: MetadataValue<'_>) -> f64 {
 
 fn check_model(file_name: &str, reference_name: &str) {
     let path = models_dir().join(file_name);
-    if !path.exists() {
-        eprintln!(
-            "note: {} is absent; skipping (run scripts/gguf_fetch_models.sh)",
-            path.display()
-        );
-        return;
-    }
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
     let file = GgufFile::open(&path).unwrap();
     let expected = reference(reference_name);
     assert_eq!(
