@@ -6,7 +6,7 @@ use crate::config::{DecoderConfig, Family, RopeLayout};
 use crate::tokenizer::{GgufTokenizerSpec, Tokenizer};
 use crate::weights::{RawTensor, TensorName, WeightSource};
 use crate::{Error, Result};
-use candle_quant::gguf::GgufFile;
+use candle_quant::gguf::{GgufFile, GgufVocab};
 use candle_quant::{QuantType, WeightBytes};
 use std::sync::Arc;
 
@@ -80,27 +80,22 @@ impl GgufModel {
         Ok(config)
     }
 
-    /// The tokenizer described by `tokenizer.ggml.*`.
+    /// The tokenizer described by `tokenizer.ggml.*` (read and checked by
+    /// `GgufVocab`).
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         let f = &*self.file;
-        let optional_u32 = |k: &str| f.get(k).map(|_| f.get_u32(k)).transpose();
+        let vocab = GgufVocab::from_gguf(f)?;
         let spec = GgufTokenizerSpec {
-            model: f.get_str("tokenizer.ggml.model")?,
+            model: vocab.model,
             pre: f
                 .get("tokenizer.ggml.pre")
                 .map(|_| f.get_str("tokenizer.ggml.pre"))
                 .transpose()?,
-            tokens: f.get_str_array("tokenizer.ggml.tokens")?,
-            token_types: match f.get("tokenizer.ggml.token_type") {
-                Some(_) => f.get_i32_array("tokenizer.ggml.token_type")?,
-                None => Vec::new(),
-            },
-            merges: match f.get("tokenizer.ggml.merges") {
-                Some(_) => f.get_str_array("tokenizer.ggml.merges")?,
-                None => Vec::new(),
-            },
-            bos: optional_u32("tokenizer.ggml.bos_token_id")?,
-            eos: optional_u32("tokenizer.ggml.eos_token_id")?,
+            tokens: vocab.tokens,
+            token_types: vocab.token_types.unwrap_or_default(),
+            merges: vocab.merges.unwrap_or_default(),
+            bos: vocab.bos_token_id,
+            eos: vocab.eos_token_id,
             add_bos: match f.get("tokenizer.ggml.add_bos_token") {
                 Some(_) => f.get_bool("tokenizer.ggml.add_bos_token")?,
                 None => false,
