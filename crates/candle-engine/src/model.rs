@@ -5,7 +5,7 @@
 
 use crate::config::{DecoderConfig, RopeLayout};
 use crate::kv_cache::{CachePosition, KvCache, LayerGeometry, ScoreParams};
-use crate::weights::{TensorName, WeightSource};
+use crate::weights::{RawTensor, TensorName, WeightSource};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use candle_quant::QLinear;
@@ -51,8 +51,10 @@ struct Layer {
 
 pub struct Decoder {
     config: DecoderConfig,
-    /// [vocab, hidden]
-    embedding: Tensor,
+    /// [vocab, hidden] in the checkpoint's own type, borrowed from its file:
+    /// rows are dequantized as tokens look them up, so the table is never
+    /// expanded to f32 in memory.
+    embedding: RawTensor,
     layers: Vec<Layer>,
     output_norm: Tensor,
     output: QLinear,
@@ -80,10 +82,14 @@ impl Decoder {
             let values = source.tensor(&name)?.to_f32(&name, &[len])?;
             Ok(Tensor::from_vec(values, len, &Device::Cpu)?)
         };
-        let embedding_values = source
-            .tensor(&TensorName::TokenEmbedding)?
-            .to_f32(&TensorName::TokenEmbedding, &[c.vocab_size, h])?;
-        let embedding = Tensor::from_vec(embedding_values, (c.vocab_size, h), &Device::Cpu)?;
+        let embedding = source.tensor(&TensorName::TokenEmbedding)?;
+        if embedding.dims != [c.vocab_size, h] {
+            return Err(Error::TensorShape {
+                name: format!("{:?}", TensorName::TokenEmbedding),
+                expected: vec![c.vocab_size, h],
+                got: embedding.dims,
+            });
+        }
         let layers = (0..c.num_layers)
             .map(|i| {
                 Ok(Layer {
@@ -143,8 +149,7 @@ impl Decoder {
         let (heads, kv_heads, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let eps = c.rms_norm_eps;
 
-        let ids = Tensor::new(batch.tokens.as_slice(), &Device::Cpu)?;
-        let mut residual = self.embedding.index_select(&ids, 0)?;
+        let mut residual = self.embed(&batch.tokens)?;
         let positions = Tensor::new(
             batch
                 .positions
@@ -215,6 +220,23 @@ impl Decoder {
             &Device::Cpu,
         )?;
         Ok(self.output.forward(&x.index_select(&rows, 0)?)?)
+    }
+
+    /// The embedding rows of `tokens`: [n, hidden] f32.
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        let hidden = self.config.hidden_size;
+        let row_bytes = self.embedding.ty.row_bytes(hidden)?;
+        let table = self.embedding.bytes.as_slice();
+        let mut rows = Vec::with_capacity(tokens.len() * hidden);
+        for &t in tokens {
+            let start = t as usize * row_bytes;
+            rows.extend(candle_quant::quant::dequantize(
+                self.embedding.ty,
+                &table[start..start + row_bytes],
+                hidden,
+            )?);
+        }
+        Ok(Tensor::from_vec(rows, (tokens.len(), hidden), &Device::Cpu)?)
     }
 
     /// Applies RoPE to `[n, heads * head_dim]` projections at the batch's
