@@ -236,7 +236,11 @@ impl Decoder {
                 hidden,
             )?);
         }
-        Ok(Tensor::from_vec(rows, (tokens.len(), hidden), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            rows,
+            (tokens.len(), hidden),
+            &Device::Cpu,
+        )?)
     }
 
     /// Applies RoPE to `[n, heads * head_dim]` projections at the batch's
