@@ -43,22 +43,16 @@ impl GgufModel {
         let key = |k: &str| format!("{arch}.{k}");
         let hidden = f.get_usize(&key("embedding_length"))?;
         let heads = f.get_usize(&key("attention.head_count"))?;
-        let kv_heads = match f.get(&key("attention.head_count_kv")) {
-            Some(_) => f.get_usize(&key("attention.head_count_kv"))?,
-            None => heads,
-        };
-        let head_dim = match f.get(&key("rope.dimension_count")) {
-            Some(_) => f.get_usize(&key("rope.dimension_count"))?,
-            None => hidden / heads.max(1),
-        };
-        let vocab_size = match f.get(&key("vocab_size")) {
-            Some(_) => f.get_usize(&key("vocab_size"))?,
+        let kv_heads =
+            optional(f, &key("attention.head_count_kv"), GgufFile::get_usize)?.unwrap_or(heads);
+        let head_dim = optional(f, &key("rope.dimension_count"), GgufFile::get_usize)?
+            .unwrap_or(hidden / heads.max(1));
+        let vocab_size = match optional(f, &key("vocab_size"), GgufFile::get_usize)? {
+            Some(n) => n,
             None => f.get_array("tokenizer.ggml.tokens")?.len(),
         };
-        let rope_theta = match f.get(&key("rope.freq_base")) {
-            Some(_) => f.get_f32(&key("rope.freq_base"))? as f64,
-            None => 10_000.0,
-        };
+        let rope_theta =
+            optional(f, &key("rope.freq_base"), GgufFile::get_f32)?.map_or(10_000.0, f64::from);
         let config = DecoderConfig {
             family,
             vocab_size,
@@ -87,19 +81,14 @@ impl GgufModel {
         let vocab = GgufVocab::from_gguf(f)?;
         let spec = GgufTokenizerSpec {
             model: vocab.model,
-            pre: f
-                .get("tokenizer.ggml.pre")
-                .map(|_| f.get_str("tokenizer.ggml.pre"))
-                .transpose()?,
+            pre: optional(f, "tokenizer.ggml.pre", GgufFile::get_str)?,
             tokens: vocab.tokens,
             token_types: vocab.token_types.unwrap_or_default(),
             merges: vocab.merges.unwrap_or_default(),
             bos: vocab.bos_token_id,
             eos: vocab.eos_token_id,
-            add_bos: match f.get("tokenizer.ggml.add_bos_token") {
-                Some(_) => f.get_bool("tokenizer.ggml.add_bos_token")?,
-                None => false,
-            },
+            add_bos: optional(f, "tokenizer.ggml.add_bos_token", GgufFile::get_bool)?
+                .unwrap_or(false),
         };
         Tokenizer::from_gguf(&spec)
     }
@@ -107,10 +96,7 @@ impl GgufModel {
     /// `tokenizer.chat_template`, when the file has one.
     pub fn chat_template(&self) -> Result<Option<&str>> {
         let f = &*self.file;
-        Ok(match f.get("tokenizer.chat_template") {
-            Some(_) => Some(f.get_str("tokenizer.chat_template")?),
-            None => None,
-        })
+        optional(f, "tokenizer.chat_template", GgufFile::get_str)
     }
 
     fn name_of(name: &TensorName) -> String {
@@ -128,6 +114,19 @@ impl GgufModel {
             TensorName::FfnUp(i) => format!("blk.{i}.ffn_up.weight"),
             TensorName::FfnDown(i) => format!("blk.{i}.ffn_down.weight"),
         }
+    }
+}
+
+/// A metadata value that may be absent; present with the wrong type is
+/// still an error naming the key.
+fn optional<'f, T>(
+    file: &'f GgufFile<'static>,
+    key: &str,
+    get: impl FnOnce(&'f GgufFile<'static>, &str) -> candle_quant::gguf::Result<T>,
+) -> Result<Option<T>> {
+    match file.get(key) {
+        Some(_) => Ok(Some(get(file, key)?)),
+        None => Ok(None),
     }
 }
 

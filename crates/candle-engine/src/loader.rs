@@ -6,7 +6,7 @@ use crate::config::DecoderConfig;
 use crate::gguf::GgufModel;
 use crate::model::Decoder;
 use crate::tokenizer::Tokenizer;
-use crate::weights::SafetensorsDir;
+use crate::weights::{SafetensorsDir, WeightSource};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -47,19 +47,37 @@ impl Model {
     /// Builds a model from a validated GGUF file (on the web: from bytes).
     pub fn from_gguf(model: GgufModel, max_context: Option<usize>) -> Result<Self> {
         let config = model.config()?;
+        let tokenizer = model.tokenizer()?;
+        Self::assemble(
+            config,
+            &model,
+            tokenizer,
+            model.chat_template()?,
+            max_context,
+        )
+    }
+
+    /// What both formats share once their parts are read: the context, the
+    /// end-of-turn tokens, the chat template and the decoder.
+    fn assemble(
+        config: DecoderConfig,
+        source: &dyn WeightSource,
+        mut tokenizer: Tokenizer,
+        template: Option<&str>,
+        max_context: Option<usize>,
+    ) -> Result<Self> {
         let max_context = context_for(&config, max_context)?;
-        let mut tokenizer = model.tokenizer()?;
         add_end_of_turn_tokens(&mut tokenizer);
         let special = |id: Option<u32>| {
             id.and_then(|i| tokenizer.id_to_token(i))
                 .unwrap_or_default()
         };
         let chat = ChatTemplate::new(
-            model.chat_template()?,
+            template,
             &special(tokenizer.bos()),
             &special(tokenizer.eos().first().copied()),
         )?;
-        let decoder = Decoder::load(config, &model, max_context)?;
+        let decoder = Decoder::load(config, source, max_context)?;
         Ok(Self {
             decoder,
             tokenizer,
@@ -74,7 +92,6 @@ impl Model {
         };
         let config_json = read("config.json")?;
         let config = DecoderConfig::from_hf_json(&config_json)?;
-        let max_context = context_for(&config, max_context)?;
         let raw: serde_json::Value = serde_json::from_str(&config_json)
             .map_err(|e| Error::InvalidModel(format!("config.json: {e}")))?;
         let ids = |v: &serde_json::Value| -> Vec<u32> {
@@ -93,29 +110,19 @@ impl Model {
         let bos = ids(&raw["bos_token_id"]).first().copied();
         let tokenizer_json = std::fs::read(dir.join("tokenizer.json"))
             .map_err(|e| Error::io(&dir.join("tokenizer.json"), e))?;
-        let mut tokenizer = Tokenizer::from_json(&tokenizer_json, bos, ids(&raw["eos_token_id"]))?;
-        add_end_of_turn_tokens(&mut tokenizer);
+        let tokenizer = Tokenizer::from_json(&tokenizer_json, bos, ids(&raw["eos_token_id"]))?;
         let template_source = read("tokenizer_config.json")
             .ok()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
             .and_then(|v| v["chat_template"].as_str().map(str::to_string));
-        let special = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.id_to_token(i))
-                .unwrap_or_default()
-        };
-        let chat = ChatTemplate::new(
-            template_source.as_deref(),
-            &special(tokenizer.bos()),
-            &special(tokenizer.eos().first().copied()),
-        )?;
         let source = SafetensorsDir::open(dir)?;
-        let decoder = Decoder::load(config, &source, max_context)?;
-        Ok(Self {
-            decoder,
+        Self::assemble(
+            config,
+            &source,
             tokenizer,
-            chat,
+            template_source.as_deref(),
             max_context,
-        })
+        )
     }
 }
 

@@ -83,13 +83,7 @@ impl Decoder {
             Ok(Tensor::from_vec(values, len, &Device::Cpu)?)
         };
         let embedding = source.tensor(&TensorName::TokenEmbedding)?;
-        if embedding.dims != [c.vocab_size, h] {
-            return Err(Error::TensorShape {
-                name: format!("{:?}", TensorName::TokenEmbedding),
-                expected: vec![c.vocab_size, h],
-                got: embedding.dims,
-            });
-        }
+        embedding.check_dims(&TensorName::TokenEmbedding, &[c.vocab_size, h])?;
         let layers = (0..c.num_layers)
             .map(|i| {
                 Ok(Layer {

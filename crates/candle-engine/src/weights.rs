@@ -60,6 +60,18 @@ impl TensorName {
 }
 
 impl RawTensor {
+    /// Fails unless the tensor has shape `expected`.
+    pub fn check_dims(&self, name: &TensorName, expected: &[usize]) -> Result<()> {
+        if self.dims != expected {
+            return Err(Error::TensorShape {
+                name: format!("{name:?}"),
+                expected: expected.to_vec(),
+                got: self.dims.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// A linear layer `[out, in]`, checked against the expected shape.
     pub fn into_linear(
         self,
@@ -67,13 +79,7 @@ impl RawTensor {
         out_features: usize,
         in_features: usize,
     ) -> Result<QLinear> {
-        if self.dims != [out_features, in_features] {
-            return Err(Error::TensorShape {
-                name: format!("{name:?}"),
-                expected: vec![out_features, in_features],
-                got: self.dims,
-            });
-        }
+        self.check_dims(name, &[out_features, in_features])?;
         Ok(QLinear::from_bytes(
             self.ty,
             out_features,
@@ -85,13 +91,7 @@ impl RawTensor {
     /// All values as f32 (norm weights, embedding tables), checked against
     /// the expected shape.
     pub fn to_f32(&self, name: &TensorName, expected: &[usize]) -> Result<Vec<f32>> {
-        if self.dims != expected {
-            return Err(Error::TensorShape {
-                name: format!("{name:?}"),
-                expected: expected.to_vec(),
-                got: self.dims.clone(),
-            });
-        }
+        self.check_dims(name, expected)?;
         let n = expected.iter().product();
         Ok(candle_quant::quant::dequantize(
             self.ty,
