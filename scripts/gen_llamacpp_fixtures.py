@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Reference tokens and logits from llama.cpp (through llama-cpp-python) for
-the engine's real-model tests on SmolLM2-135M-Instruct Q4_1.
+the engine's real-model tests on SmolLM2-135M-Instruct Q4_1 and
+Gemma-3-270M Q4_K_M.
 
     python3 -m pip install llama-cpp-python numpy   # builds llama.cpp (10-20 min)
-    scripts/fetch-models.sh smollm2
-    python3 scripts/gen_llamacpp_fixtures.py
+    scripts/fetch-models.sh
+    /root/venvs/ref/bin/python scripts/gen_llamacpp_fixtures.py smollm2
+    /root/venvs/ref/bin/python scripts/gen_llamacpp_fixtures.py gemma3
 
-Writes `crates/candle-engine/tests/fixtures/smollm2/llamacpp.json`:
+Writes `crates/candle-engine/tests/fixtures/<model>/llamacpp.json`:
 - `tokenizer`: for each corpus string, llama.cpp's token ids (special tokens
   parsed) and its detokenization of those ids;
 - `prompts`: for each prompt, its ids, and at every position llama.cpp's top
@@ -20,13 +22,13 @@ bound this implies).
 import json
 import os
 import pathlib
+import sys
 
 import numpy as np
 from llama_cpp import Llama
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODEL = pathlib.Path(os.environ.get("HANZO_CANDLE_MODELS", pathlib.Path.home() / ".cache/hanzo-candle/models")) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-OUT = ROOT / "crates/candle-engine/tests/fixtures/smollm2/llamacpp.json"
+MODELS_DIR = pathlib.Path(os.environ.get("HANZO_CANDLE_MODELS", pathlib.Path.home() / ".cache/hanzo-candle/models"))
 TOP = 128
 CONTINUATION = 32
 
@@ -44,7 +46,7 @@ CORPUS = [
     "don't can't won't it's I'm you're they've",
 ]
 
-PROMPTS = [
+SMOLLM2_PROMPTS = [
     "The capital of France is",
     "Once upon a time, there was a little robot who",
     "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
@@ -52,17 +54,36 @@ PROMPTS = [
     "Water boils at 100 degrees Celsius. Ice melts at",
 ]
 
+GEMMA3_PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, there was a little robot who",
+    "<start_of_turn>user\nWrite a haiku about the sea.<end_of_turn>\n<start_of_turn>model\n",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Water boils at 100 degrees Celsius. Ice melts at",
+]
+
+# file name, prompts, whether prompts start with BOS (Gemma is trained with
+# it and degenerates without; SmolLM2 has none).
+MODELS = {
+    "smollm2": ("SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2_PROMPTS, False),
+    "gemma3": ("gemma-3-270m-q4_k_m.gguf", GEMMA3_PROMPTS, True),
+}
+
 
 def main():
-    llm = Llama(model_path=str(MODEL), n_ctx=512, logits_all=True, n_threads=2, verbose=False, seed=0)
+    name = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
+    file_name, prompt_texts, add_bos = MODELS[name]
+    model = MODELS_DIR / file_name
+    out = ROOT / f"crates/candle-engine/tests/fixtures/{name}/llamacpp.json"
+    llm = Llama(model_path=str(model), n_ctx=512, logits_all=True, n_threads=2, verbose=False, seed=0)
     tokenizer = []
     for text in CORPUS:
         ids = llm.tokenize(text.encode(), add_bos=False, special=True)
         back = llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
         tokenizer.append({"text": text, "ids": ids, "detokenized": back})
     prompts = []
-    for text in PROMPTS:
-        ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+    for text in prompt_texts:
+        ids = llm.tokenize(text.encode(), add_bos=add_bos, special=True)
         llm.reset()
         llm.eval(ids)
         logits = np.array(llm.scores[: len(ids)], dtype=np.float64)
@@ -85,9 +106,9 @@ def main():
             row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
         prompts.append({"text": text, "ids": ids, "positions": positions, "greedy": continuation,
                         "greedy_margins": margins})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"model": MODEL.name, "tokenizer": tokenizer, "prompts": prompts}) + "\n")
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": model.name, "tokenizer": tokenizer, "prompts": prompts}) + "\n")
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@
 #
 # Usage: scripts/gguf_fuzz_smoke.sh [SECONDS_PER_TARGET]   (default 60)
 # Builds into $GGUF_FUZZ_TARGET_DIR (default $CARGO_TARGET_DIR/gguf-fuzz; the
-# first build compiles candle-core with coverage instrumentation, ~20 min on 2
-# busy cores); a crashing input is left in its artifacts/ folder.
+# targets use candle-quant without its `tensor` feature, so the instrumented
+# build takes about a minute); a crashing input is left in its artifacts/ folder.
 set -euo pipefail
 seconds="${1:-60}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"

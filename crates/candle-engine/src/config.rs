@@ -1,5 +1,7 @@
 //! Hyper-parameters of the LLaMA-style decoder, read from a Hugging Face
-//! `config.json` (and, through the GGUF loader, from GGUF metadata).
+//! `config.json` (and, through the GGUF loader, from GGUF metadata). Every
+//! difference between the supported families is a field here; the decoder
+//! has one forward pass.
 
 use crate::{Error, Result};
 
@@ -9,20 +11,89 @@ use crate::{Error, Result};
 pub enum Family {
     /// LLaMA 2/3, SmolLM, Mistral.
     Llama,
+    /// Qwen2 / Qwen2.5: biases on the query, key and value projections.
+    Qwen2,
+    /// Qwen3: per-head RMSNorm of queries and keys.
+    Qwen3,
+    /// Gemma 2: GELU, sandwich norms, scaled embeddings, logit softcapping,
+    /// alternating sliding-window layers.
+    Gemma2,
+    /// Gemma 3 (text): Gemma 2 with q/k norms instead of softcapping and a
+    /// separate RoPE base for its sliding-window layers.
+    Gemma3,
+    /// Phi-3: fused qkv and gate/up projections.
+    Phi3,
 }
 
 impl Family {
-    pub const SUPPORTED: &'static str = "llama (LlamaForCausalLM, MistralForCausalLM)";
+    pub const SUPPORTED: &'static str = "llama (LlamaForCausalLM, MistralForCausalLM), \
+        qwen2 (Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM), gemma2 (Gemma2ForCausalLM), \
+        gemma3 (Gemma3ForCausalLM, text only), phi3 (Phi3ForCausalLM)";
+
+    /// The family of a GGUF `general.architecture`.
+    pub fn from_gguf_architecture(arch: &str) -> Result<Self> {
+        Ok(match arch {
+            "llama" => Self::Llama,
+            "qwen2" => Self::Qwen2,
+            "qwen3" => Self::Qwen3,
+            "gemma2" => Self::Gemma2,
+            "gemma3" => Self::Gemma3,
+            "phi3" => Self::Phi3,
+            other => {
+                return Err(Error::UnsupportedArchitecture {
+                    name: other.to_string(),
+                    supported: Self::SUPPORTED,
+                })
+            }
+        })
+    }
+
+    /// The family of a `config.json` `model_type`.
+    fn from_hf_model_type(model_type: &str) -> Option<Self> {
+        Some(match model_type {
+            "llama" | "mistral" => Self::Llama,
+            "qwen2" => Self::Qwen2,
+            "qwen3" => Self::Qwen3,
+            "gemma2" => Self::Gemma2,
+            "gemma3_text" => Self::Gemma3,
+            "phi3" => Self::Phi3,
+            _ => return None,
+        })
+    }
+
+    fn is_gemma(self) -> bool {
+        matches!(self, Self::Gemma2 | Self::Gemma3)
+    }
+
+    /// Every `n`-th layer is global, the others slide (Gemma 2: 2, Gemma 3:
+    /// 6), when a file does not list the layer types.
+    fn default_sliding_pattern(self) -> Option<usize> {
+        match self {
+            Self::Gemma2 => Some(2),
+            Self::Gemma3 => Some(6),
+            _ => None,
+        }
+    }
 }
 
 /// How the rotation pairs the dimensions of a head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeLayout {
-    /// Halves `(x[i], x[i + d/2])`: Hugging Face checkpoints.
+    /// Halves `(x[i], x[i + d/2])`: Hugging Face checkpoints, and GGUF files
+    /// of every family but llama (llama.cpp's NEOX mode).
     RotateHalf,
     /// Adjacent pairs `(x[2i], x[2i+1])`: GGUF llama files, whose converter
     /// permutes the query/key rows accordingly.
     Interleaved,
+}
+
+/// The gate activation of the gated feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU (LLaMA, Qwen, Phi-3).
+    Silu,
+    /// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -35,13 +106,91 @@ pub struct DecoderConfig {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// RoPE base of global (full-attention) layers.
     pub rope_theta: f64,
+    /// Linear RoPE scaling of global layers: positions are divided by this
+    /// factor (1 when the model has none).
+    pub rope_linear_factor: f64,
+    /// RoPE base of sliding-window layers when it differs from `rope_theta`
+    /// (Gemma 3: 10000); they never use the linear scaling.
+    pub sliding_rope_theta: Option<f64>,
     pub rope_layout: RopeLayout,
     pub rms_norm_eps: f64,
+    /// Added to every RMSNorm weight at load: Gemma's Hugging Face weights
+    /// hold `w` of `x * (1 + w)` (llama.cpp's converter already added the 1).
+    pub norm_weight_offset: f32,
+    /// Per layer: `Some(w)` when a query sees only the last `w` positions.
+    pub layer_windows: Vec<Option<usize>>,
+    /// Biases on the query/key/value projections (Qwen2).
+    pub qkv_bias: bool,
+    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// Extra RMSNorms on the attention and feed-forward outputs before they
+    /// join the residual stream (Gemma 2/3).
+    pub sandwich_norms: bool,
+    /// The token embeddings are multiplied by this (Gemma: sqrt(hidden)).
+    pub embedding_scale: Option<f32>,
+    pub activation: Activation,
+    /// Factor on q·k (1/sqrt(head_dim), or Gemma's
+    /// 1/sqrt(query_pre_attn_scalar)).
+    pub attention_scale: f32,
+    /// `cap * tanh(score / cap)` on attention scores (Gemma 2).
+    pub attn_logit_softcap: Option<f32>,
+    /// `cap * tanh(logit / cap)` on the output logits (Gemma 2).
+    pub final_logit_softcap: Option<f32>,
     /// Positions the model was trained for; the default context.
     pub max_position_embeddings: usize,
     /// The output projection reuses the token embedding matrix.
     pub tie_word_embeddings: bool,
+}
+
+/// What a family fixes regardless of the file it comes from.
+pub(crate) struct FamilyTraits {
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    pub sandwich_norms: bool,
+    pub embedding_scale: Option<f32>,
+    pub activation: Activation,
+}
+
+impl FamilyTraits {
+    pub(crate) fn of(family: Family, hidden_size: usize) -> Self {
+        let gemma = family.is_gemma();
+        Self {
+            qkv_bias: family == Family::Qwen2,
+            qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+            sandwich_norms: gemma,
+            embedding_scale: gemma.then(|| (hidden_size as f32).sqrt()),
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+        }
+    }
+}
+
+/// Which layers slide: an explicit list of layer kinds wins, then a
+/// family's alternation pattern, else every layer shares `window` (Mistral,
+/// Phi-3) or none slides.
+pub(crate) fn layer_windows(
+    family: Family,
+    num_layers: usize,
+    window: Option<usize>,
+    pattern: Option<usize>,
+) -> Result<Vec<Option<usize>>> {
+    let Some(window) = window.filter(|&w| w > 0) else {
+        return Ok(vec![None; num_layers]);
+    };
+    match pattern.or(family.default_sliding_pattern()) {
+        Some(0) => Err(Error::InvalidModel(
+            "sliding_window_pattern must be positive".into(),
+        )),
+        Some(every) => Ok((0..num_layers)
+            .map(|i| ((i + 1) % every != 0).then_some(window))
+            .collect()),
+        None => Ok(vec![Some(window); num_layers]),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -57,22 +206,32 @@ struct HfConfig {
     num_key_value_heads: Option<usize>,
     head_dim: Option<usize>,
     rope_theta: Option<f64>,
-    /// transformers >= 5 nests `rope_theta` and the scaling type here.
-    rope_parameters: Option<RopeParameters>,
+    /// transformers >= 5 nests `rope_theta` and the scaling here, for Gemma 3
+    /// once per layer kind (`full_attention`, `sliding_attention`).
+    rope_parameters: Option<serde_json::Value>,
+    /// transformers < 5 spelling of the scaling.
+    rope_scaling: Option<serde_json::Value>,
+    /// transformers < 5 spelling of Gemma 3's sliding-layer RoPE base.
+    rope_local_base_freq: Option<f64>,
+    partial_rotary_factor: Option<f64>,
     #[serde(default = "default_rms_eps")]
     rms_norm_eps: f64,
     #[serde(default = "default_max_positions")]
     max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
-    rope_scaling: Option<serde_json::Value>,
+    tie_word_embeddings: Option<bool>,
     hidden_act: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct RopeParameters {
-    rope_theta: Option<f64>,
-    rope_type: Option<String>,
+    hidden_activation: Option<String>,
+    #[serde(default)]
+    attention_bias: bool,
+    sliding_window: Option<usize>,
+    #[serde(default)]
+    use_sliding_window: bool,
+    layer_types: Option<Vec<String>>,
+    #[serde(alias = "_sliding_window_pattern")]
+    sliding_window_pattern: Option<usize>,
+    query_pre_attn_scalar: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
 }
 
 fn default_rms_eps() -> f64 {
@@ -82,50 +241,215 @@ fn default_max_positions() -> usize {
     2048
 }
 
+/// A RoPE base and linear factor read from one `rope_parameters` /
+/// `rope_scaling` object.
+#[derive(Default)]
+struct Rope {
+    theta: Option<f64>,
+    linear_factor: Option<f64>,
+}
+
+fn parse_rope(value: &serde_json::Value, field: &str) -> Result<Rope> {
+    let kind = value
+        .get("rope_type")
+        .or_else(|| value.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("default");
+    let theta = value.get("rope_theta").and_then(|t| t.as_f64());
+    match kind {
+        "default" => Ok(Rope {
+            theta,
+            linear_factor: None,
+        }),
+        "linear" => {
+            let factor = value
+                .get("factor")
+                .and_then(|f| f.as_f64())
+                .filter(|f| *f > 0.0);
+            let Some(factor) = factor else {
+                return Err(Error::InvalidModel(format!(
+                    "config.json: {field} is linear RoPE scaling without a positive `factor`"
+                )));
+            };
+            Ok(Rope {
+                theta,
+                linear_factor: Some(factor),
+            })
+        }
+        other => Err(Error::InvalidModel(format!(
+            "config.json: {field} has rope_type `{other}`; supported: default, linear"
+        ))),
+    }
+}
+
+fn positive(value: Option<f64>, field: &str) -> Result<Option<f32>> {
+    match value {
+        Some(v) if v <= 0.0 || !v.is_finite() => Err(Error::InvalidModel(format!(
+            "config.json: {field} must be positive, found {v}"
+        ))),
+        other => Ok(other.map(|v| v as f32)),
+    }
+}
+
+impl HfConfig {
+    /// (global rope, sliding rope) from whichever spelling the file uses.
+    fn ropes(&self) -> Result<(Rope, Rope)> {
+        let mut global = Rope::default();
+        let mut sliding = Rope::default();
+        if let Some(params) = self.rope_parameters.as_ref().filter(|v| !v.is_null()) {
+            match (
+                params.get("full_attention"),
+                params.get("sliding_attention"),
+            ) {
+                (None, None) => global = parse_rope(params, "rope_parameters")?,
+                (full, local) => {
+                    if let Some(full) = full {
+                        global = parse_rope(full, "rope_parameters.full_attention")?;
+                    }
+                    if let Some(local) = local {
+                        sliding = parse_rope(local, "rope_parameters.sliding_attention")?;
+                    }
+                }
+            }
+        }
+        if let Some(scaling) = self.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            global.linear_factor = parse_rope(scaling, "rope_scaling")?.linear_factor;
+        }
+        global.theta = global.theta.or(self.rope_theta);
+        sliding.theta = sliding.theta.or(self.rope_local_base_freq);
+        if sliding.linear_factor.is_some() {
+            return Err(Error::InvalidModel(
+                "config.json: linear RoPE scaling of sliding-window layers is not supported".into(),
+            ));
+        }
+        Ok((global, sliding))
+    }
+
+    fn activation(&self, model_type: &str) -> Result<Activation> {
+        let name = self
+            .hidden_activation
+            .as_deref()
+            .or(self.hidden_act.as_deref())
+            .unwrap_or("silu");
+        match name {
+            "silu" => Ok(Activation::Silu),
+            "gelu_pytorch_tanh" | "gelu_tanh" => Ok(Activation::GeluTanh),
+            other => Err(Error::InvalidModel(format!(
+                "config.json: hidden activation `{other}` is not supported for {model_type}; \
+                 expected silu or gelu_pytorch_tanh"
+            ))),
+        }
+    }
+
+    fn layer_windows(&self, family: Family) -> Result<Vec<Option<usize>>> {
+        let Some(kinds) = &self.layer_types else {
+            let window = match family {
+                // Qwen configs carry a window they do not use unless asked.
+                Family::Qwen2 | Family::Qwen3 if !self.use_sliding_window => None,
+                Family::Qwen2 | Family::Qwen3 => {
+                    return Err(Error::InvalidModel(
+                        "config.json: use_sliding_window without layer_types is not supported"
+                            .into(),
+                    ))
+                }
+                _ => self.sliding_window,
+            };
+            return layer_windows(
+                family,
+                self.num_hidden_layers,
+                window,
+                self.sliding_window_pattern,
+            );
+        };
+        if kinds.len() != self.num_hidden_layers {
+            return Err(Error::InvalidModel(format!(
+                "config.json: layer_types lists {} layers, expected num_hidden_layers = {}",
+                kinds.len(),
+                self.num_hidden_layers
+            )));
+        }
+        kinds
+            .iter()
+            .map(|kind| match kind.as_str() {
+                "full_attention" => Ok(None),
+                "sliding_attention" => match self.sliding_window {
+                    Some(w) if w > 0 => Ok(Some(w)),
+                    _ => Err(Error::InvalidModel(
+                        "config.json: sliding_attention layers need a positive sliding_window"
+                            .into(),
+                    )),
+                },
+                other => Err(Error::InvalidModel(format!(
+                    "config.json: layer type `{other}`; supported: full_attention, sliding_attention"
+                ))),
+            })
+            .collect()
+    }
+}
+
 impl DecoderConfig {
-    /// Parses a Hugging Face `config.json`.
+    /// Parses a Hugging Face `config.json`; the family's differences become
+    /// fields.
+    ///
+    /// ```
+    /// use candle_engine::config::{Activation, DecoderConfig, Family};
+    /// let config = DecoderConfig::from_hf_json(r#"{
+    ///     "model_type": "gemma2", "vocab_size": 256, "hidden_size": 64,
+    ///     "intermediate_size": 128, "num_hidden_layers": 2,
+    ///     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+    ///     "sliding_window": 8, "query_pre_attn_scalar": 16,
+    ///     "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+    ///     "hidden_activation": "gelu_pytorch_tanh"
+    /// }"#)?;
+    /// assert_eq!(config.family, Family::Gemma2);
+    /// assert_eq!(config.activation, Activation::GeluTanh);
+    /// assert_eq!(config.layer_windows, vec![Some(8), None]);
+    /// assert_eq!(config.embedding_scale, Some(8.0));
+    /// assert_eq!(config.final_logit_softcap, Some(30.0));
+    /// # Ok::<(), candle_engine::Error>(())
+    /// ```
     pub fn from_hf_json(json: &str) -> Result<Self> {
         let hf: HfConfig = serde_json::from_str(json)
             .map_err(|e| Error::InvalidModel(format!("config.json: {e}")))?;
         let model_type = hf.model_type.clone().unwrap_or_default();
-        let family = match model_type.as_str() {
-            "llama" | "mistral" => Family::Llama,
-            other => {
-                let name = if other.is_empty() {
-                    hf.architectures.join(", ")
-                } else {
-                    other.to_string()
-                };
-                return Err(Error::UnsupportedArchitecture {
-                    name,
-                    supported: Family::SUPPORTED,
-                });
-            }
+        let Some(family) = Family::from_hf_model_type(&model_type) else {
+            let name = if model_type.is_empty() {
+                hf.architectures.join(", ")
+            } else {
+                model_type
+            };
+            return Err(Error::UnsupportedArchitecture {
+                name,
+                supported: Family::SUPPORTED,
+            });
         };
-        let rope_type = hf
-            .rope_parameters
-            .as_ref()
-            .and_then(|r| r.rope_type.clone());
-        if let Some(kind) = rope_type.filter(|t| t != "default") {
+        if let Some(factor) = hf.partial_rotary_factor.filter(|f| *f != 1.0) {
             return Err(Error::InvalidModel(format!(
-                "config.json: rope_type `{kind}` is not supported yet"
+                "config.json: partial_rotary_factor {factor} is not supported; expected 1.0"
             )));
         }
-        let rope_theta = hf
-            .rope_theta
-            .or_else(|| hf.rope_parameters.as_ref().and_then(|r| r.rope_theta))
-            .unwrap_or(10_000.0);
-        if let Some(scaling) = hf.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+        if hf.attention_bias && family != Family::Qwen2 {
+            // LLaMA-style attention_bias also biases the output projection,
+            // which the decoder does not have.
             return Err(Error::InvalidModel(format!(
-                "config.json: rope_scaling {scaling} is not supported yet"
+                "config.json: attention_bias is not supported for {model_type}"
             )));
         }
-        if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(Error::InvalidModel(format!(
-                "config.json: hidden_act `{act}` is not supported for {model_type}; expected silu"
-            )));
-        }
-        let num_kv_heads = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
+        let (global, sliding) = hf.ropes()?;
+        let traits = FamilyTraits::of(family, hf.hidden_size);
+        let head_dim = hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
+        let gemma = family.is_gemma();
+        let attention_scale = match hf.query_pre_attn_scalar.filter(|_| gemma) {
+            Some(s) if s > 0.0 => s.powf(-0.5) as f32,
+            Some(s) => {
+                return Err(Error::InvalidModel(format!(
+                    "config.json: query_pre_attn_scalar must be positive, found {s}"
+                )))
+            }
+            None => (head_dim as f32).powf(-0.5),
+        };
         let config = DecoderConfig {
             family,
             vocab_size: hf.vocab_size,
@@ -133,15 +457,32 @@ impl DecoderConfig {
             intermediate_size: hf.intermediate_size,
             num_layers: hf.num_hidden_layers,
             num_heads: hf.num_attention_heads,
-            num_kv_heads,
-            head_dim: hf
-                .head_dim
-                .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
-            rope_theta,
+            num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim,
+            rope_theta: global.theta.unwrap_or(10_000.0),
+            rope_linear_factor: global.linear_factor.unwrap_or(1.0),
+            sliding_rope_theta: sliding.theta,
             rope_layout: RopeLayout::RotateHalf,
             rms_norm_eps: hf.rms_norm_eps,
+            norm_weight_offset: if gemma { 1.0 } else { 0.0 },
+            layer_windows: hf.layer_windows(family)?,
+            qkv_bias: traits.qkv_bias,
+            qk_norm: traits.qk_norm,
+            sandwich_norms: traits.sandwich_norms,
+            embedding_scale: traits.embedding_scale,
+            activation: hf.activation(&model_type)?,
+            attention_scale,
+            attn_logit_softcap: positive(
+                hf.attn_logit_softcapping.filter(|_| gemma),
+                "attn_logit_softcapping",
+            )?,
+            final_logit_softcap: positive(
+                hf.final_logit_softcapping.filter(|_| gemma),
+                "final_logit_softcapping",
+            )?,
             max_position_embeddings: hf.max_position_embeddings,
-            tie_word_embeddings: hf.tie_word_embeddings,
+            // Gemma always ties its output to the embedding.
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(gemma),
         };
         config.validate()?;
         Ok(config)
@@ -175,10 +516,32 @@ impl DecoderConfig {
                     .into(),
             );
         }
-        if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
+        let sliding_theta = self.sliding_rope_theta.unwrap_or(self.rope_theta);
+        if !(self.rms_norm_eps > 0.0
+            && self.rope_theta > 0.0
+            && sliding_theta > 0.0
+            && self.rope_linear_factor > 0.0)
+        {
             return fail(format!(
-                "rms_norm_eps ({}) and rope_theta ({}) must be positive",
-                self.rms_norm_eps, self.rope_theta
+                "rms_norm_eps ({}), rope_theta ({}), the sliding-layer rope_theta ({sliding_theta}) \
+                 and the rope scaling factor ({}) must be positive",
+                self.rms_norm_eps, self.rope_theta, self.rope_linear_factor
+            ));
+        }
+        if self.layer_windows.len() != self.num_layers {
+            return fail(format!(
+                "{} layer windows for {} layers",
+                self.layer_windows.len(),
+                self.num_layers
+            ));
+        }
+        if self.layer_windows.contains(&Some(0)) {
+            return fail("a sliding window must span at least one position".into());
+        }
+        if !(self.attention_scale > 0.0 && self.attention_scale.is_finite()) {
+            return fail(format!(
+                "the attention scale ({}) must be positive",
+                self.attention_scale
             ));
         }
         Ok(())

@@ -11,6 +11,9 @@
 //! matter to attention; the position of each entry is kept to mask it.
 
 use crate::{Error, Result};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use std::sync::Mutex;
 
 /// Geometry of one layer's cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,14 +25,61 @@ pub struct LayerGeometry {
     pub window: Option<usize>,
 }
 
+/// Element type of the stored keys and values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvPrecision {
+    /// Exact f32: what comparisons against f32 reference implementations use.
+    #[default]
+    F32,
+    /// Half the memory and bandwidth of f32. Rounds like llama.cpp's default
+    /// f16 cache: keys and values are stored as f16, and the query and the
+    /// attention weights are rounded to f16 before they meet them.
+    F16,
+}
+
+/// How one precision stores values and rounds the operands that meet them.
+trait KvElement: Copy + Send + Sync + 'static {
+    fn store(src: &[f32], dst: &mut [Self]);
+    fn load(src: &[Self], dst: &mut [f32]);
+    fn round_operand(x: f32) -> f32;
+}
+
+impl KvElement for f32 {
+    fn store(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
+    }
+    fn load(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn round_operand(x: f32) -> f32 {
+        x
+    }
+}
+
+impl KvElement for f16 {
+    fn store(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn load(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn round_operand(x: f32) -> f32 {
+        f16::from_f32(x).to_f32()
+    }
+}
+
+/// Keys and values of one layer: [slots, kv_heads, capacity, head_dim] each.
+#[derive(Debug)]
+enum KvStore {
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    F16 { k: Vec<f16>, v: Vec<f16> },
+}
+
 #[derive(Debug)]
 struct LayerCache {
     geometry: LayerGeometry,
     capacity: usize,
-    /// [slots, kv_heads, capacity, head_dim]
-    k: Vec<f32>,
-    /// [slots, kv_heads, capacity, head_dim]
-    v: Vec<f32>,
+    store: KvStore,
     /// [slots, capacity]: the position stored at each ring index, or
     /// `EMPTY`.
     positions: Vec<u32>,
@@ -60,19 +110,37 @@ pub struct KvCache {
     slots: usize,
     max_context: usize,
     max_step_tokens: usize,
+    precision: KvPrecision,
     /// Tokens held for each slot (its next position).
     lengths: Vec<usize>,
 }
 
 impl KvCache {
-    /// Allocates the cache: `max_context` positions per sequence, `slots`
-    /// sequences, and at most `max_step_tokens` new tokens per sequence in one
-    /// forward step (prompts are fed in chunks of at most that size).
+    /// Allocates an f32 cache: `max_context` positions per sequence, `slots`
+    /// sequences, and at most `max_step_tokens` new tokens per sequence in
+    /// one forward step (prompts are fed in chunks of at most that size).
     pub fn new(
         layers: &[LayerGeometry],
         slots: usize,
         max_context: usize,
         max_step_tokens: usize,
+    ) -> Result<Self> {
+        Self::with_precision(
+            layers,
+            slots,
+            max_context,
+            max_step_tokens,
+            KvPrecision::F32,
+        )
+    }
+
+    /// [`KvCache::new`] with keys and values stored in `precision`.
+    pub fn with_precision(
+        layers: &[LayerGeometry],
+        slots: usize,
+        max_context: usize,
+        max_step_tokens: usize,
+        precision: KvPrecision,
     ) -> Result<Self> {
         if slots == 0 || max_context == 0 || max_step_tokens == 0 {
             return Err(Error::InvalidCacheGeometry(format!(
@@ -95,11 +163,24 @@ impl KvCache {
                             "cache of {slots} x {capacity} positions overflows"
                         ))
                     })?;
+                // Zeroed allocations: pages are committed only as positions
+                // are written.
+                let store = match precision {
+                    KvPrecision::F32 => KvStore::F32 {
+                        k: vec![0.0; elems],
+                        v: vec![0.0; elems],
+                    },
+                    // `vec![f16::ZERO; n]` would write every element and
+                    // commit the pages up front.
+                    KvPrecision::F16 => KvStore::F16 {
+                        k: bytemuck::zeroed_vec(elems),
+                        v: bytemuck::zeroed_vec(elems),
+                    },
+                };
                 Ok(LayerCache {
                     geometry,
                     capacity,
-                    k: vec![0.0; elems],
-                    v: vec![0.0; elems],
+                    store,
                     positions: vec![EMPTY; slots * capacity],
                 })
             })
@@ -109,6 +190,7 @@ impl KvCache {
             slots,
             max_context,
             max_step_tokens,
+            precision,
             lengths: vec![0; slots],
         })
     }
@@ -119,6 +201,10 @@ impl KvCache {
 
     pub fn max_context(&self) -> usize {
         self.max_context
+    }
+
+    pub fn precision(&self) -> KvPrecision {
+        self.precision
     }
 
     /// The most tokens of one sequence a forward step may add.
@@ -135,7 +221,13 @@ impl KvCache {
     pub fn bytes(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| (l.k.len() + l.v.len()) * 4 + l.positions.len() * 4)
+            .map(|l| {
+                let values = match &l.store {
+                    KvStore::F32 { k, v } => (k.len() + v.len()) * 4,
+                    KvStore::F16 { k, v } => (k.len() + v.len()) * 2,
+                };
+                values + l.positions.len() * 4
+            })
             .sum()
     }
 
@@ -176,73 +268,187 @@ impl KvCache {
             kv_heads, head_dim, ..
         } = l.geometry;
         let index = position % l.capacity;
-        for h in 0..kv_heads {
-            let dst = ((slot * kv_heads + h) * l.capacity + index) * head_dim;
-            l.k[dst..dst + head_dim].copy_from_slice(&k[h * head_dim..(h + 1) * head_dim]);
-            l.v[dst..dst + head_dim].copy_from_slice(&v[h * head_dim..(h + 1) * head_dim]);
+        let capacity = l.capacity;
+        let rows = (0..kv_heads).map(|h| {
+            let dst = ((slot * kv_heads + h) * capacity + index) * head_dim;
+            (dst..dst + head_dim, h * head_dim..(h + 1) * head_dim)
+        });
+        match &mut l.store {
+            KvStore::F32 { k: ks, v: vs } => {
+                for (dst, src) in rows {
+                    f32::store(&k[src.clone()], &mut ks[dst.clone()]);
+                    f32::store(&v[src], &mut vs[dst]);
+                }
+            }
+            KvStore::F16 { k: ks, v: vs } => {
+                for (dst, src) in rows {
+                    f16::store(&k[src.clone()], &mut ks[dst.clone()]);
+                    f16::store(&v[src], &mut vs[dst]);
+                }
+            }
         }
-        l.positions[slot * l.capacity + index] = position as u32;
+        l.positions[slot * capacity + index] = position as u32;
     }
 
     /// Attention of one query token at `position` of sequence `slot` over
     /// the cached keys it may see (positions `<= position`, within the
-    /// layer's window), with grouped-query heads and online softmax.
+    /// layer's window), with grouped-query heads.
     ///
     /// q: [heads * head_dim]; out: [heads * head_dim].
     pub fn attend(&self, at: CachePosition, q: &[f32], scores: ScoreParams, out: &mut [f32]) {
-        let CachePosition {
-            layer,
-            slot,
-            position,
-        } = at;
-        let ScoreParams { scale, softcap } = scores;
+        let l = &self.layers[at.layer];
+        let LayerGeometry {
+            kv_heads, head_dim, ..
+        } = l.geometry;
+        let group_len = q.len() / kv_heads;
+        for (g, out) in out.chunks_mut(group_len).enumerate() {
+            let q = &q[g * group_len..(g + 1) * group_len];
+            l.attend_group(at.slot, at.position, g, q, head_dim, scores, out);
+        }
+    }
+
+    /// [`KvCache::attend`] for every token of a step, spread over the
+    /// quantized matmuls' thread pool (one task per token and KV head, so
+    /// the result does not depend on the thread count).
+    ///
+    /// slots, positions: [n]; q: [n, heads * head_dim]; out: [n, heads * head_dim].
+    pub fn attend_batch(
+        &self,
+        layer: usize,
+        slots: &[usize],
+        positions: &[usize],
+        q: &[f32],
+        scores: ScoreParams,
+        out: &mut [f32],
+    ) -> Result<()> {
         let l = &self.layers[layer];
         let LayerGeometry {
-            kv_heads,
-            head_dim,
-            window,
+            kv_heads, head_dim, ..
         } = l.geometry;
-        let heads = q.len() / head_dim;
-        let group = heads / kv_heads;
-        let oldest = window.map_or(0, |w| (position + 1).saturating_sub(w));
-        let positions = &l.positions[slot * l.capacity..(slot + 1) * l.capacity];
+        let n = slots.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if positions.len() != n || q.len() != out.len() || !q.len().is_multiple_of(n * kv_heads) {
+            return Err(Error::InvalidBatch(format!(
+                "attention over {n} slots, {} positions, {} query and {} output values",
+                positions.len(),
+                q.len(),
+                out.len()
+            )));
+        }
+        let group_len = q.len() / (n * kv_heads);
+        let outputs: Vec<Mutex<&mut [f32]>> = out.chunks_mut(group_len).map(Mutex::new).collect();
+        let task = |i: usize| {
+            let (t, g) = (i / kv_heads, i % kv_heads);
+            let q = &q[i * group_len..(i + 1) * group_len];
+            let mut out = outputs[i].lock().unwrap_or_else(|e| e.into_inner());
+            l.attend_group(slots[t], positions[t], g, q, head_dim, scores, &mut out);
+        };
+        candle_quant::kernels::global_pool()?.run(outputs.len(), &task);
+        Ok(())
+    }
+}
+
+impl LayerCache {
+    /// The query heads of KV head `g` for one token: two-pass softmax over
+    /// the visible keys, so every score and weight is formed once.
+    ///
+    /// q, out: [heads_per_kv_head * head_dim].
+    #[allow(clippy::too_many_arguments)]
+    fn attend_group(
+        &self,
+        slot: usize,
+        position: usize,
+        g: usize,
+        q: &[f32],
+        head_dim: usize,
+        scores: ScoreParams,
+        out: &mut [f32],
+    ) {
+        match &self.store {
+            KvStore::F32 { k, v } => {
+                self.attend_group_in(k, v, slot, position, g, q, head_dim, scores, out)
+            }
+            KvStore::F16 { k, v } => {
+                self.attend_group_in(k, v, slot, position, g, q, head_dim, scores, out)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attend_group_in<E: KvElement>(
+        &self,
+        keys: &[E],
+        values: &[E],
+        slot: usize,
+        position: usize,
+        g: usize,
+        q: &[f32],
+        head_dim: usize,
+        scores: ScoreParams,
+        out: &mut [f32],
+    ) {
+        let ScoreParams { scale, softcap } = scores;
+        let capacity = self.capacity;
+        let oldest = self
+            .geometry
+            .window
+            .map_or(0, |w| (position + 1).saturating_sub(w));
+        let positions = &self.positions[slot * capacity..(slot + 1) * capacity];
         // Until the ring wraps, index i holds position i: scan only the
         // indices that can be visible instead of the whole capacity.
-        let scan = if position < l.capacity {
+        let scan = if position < capacity {
             oldest..position + 1
         } else {
-            0..l.capacity
+            0..capacity
         };
-        for h in 0..heads {
-            let q_head = &q[h * head_dim..(h + 1) * head_dim];
-            let base = (slot * kv_heads + h / group) * l.capacity;
-            let acc = &mut out[h * head_dim..(h + 1) * head_dim];
-            acc.fill(0.0);
-            let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-            for (index, &p) in positions.iter().enumerate().take(scan.end).skip(scan.start) {
-                if p == EMPTY || (p as usize) > position || (p as usize) < oldest {
-                    continue;
-                }
-                let row = (base + index) * head_dim;
-                let mut score = dot(q_head, &l.k[row..row + head_dim]) * scale;
+        let visible: Vec<usize> = scan
+            .filter(|&i| {
+                let p = positions[i];
+                p != EMPTY && (p as usize) <= position && (p as usize) >= oldest
+            })
+            .collect();
+        let heads = q.len() / head_dim;
+        let m = visible.len();
+        let q: Vec<f32> = q.iter().map(|&x| E::round_operand(x)).collect();
+        let base = (slot * self.geometry.kv_heads + g) * capacity;
+        let mut row = vec![0f32; head_dim];
+        let mut weights = vec![0f32; heads * m];
+        for (j, &index) in visible.iter().enumerate() {
+            let at = (base + index) * head_dim;
+            E::load(&keys[at..at + head_dim], &mut row);
+            for h in 0..heads {
+                let mut score = dot(&q[h * head_dim..(h + 1) * head_dim], &row) * scale;
                 if let Some(cap) = softcap {
                     score = cap * (score / cap).tanh();
                 }
-                if score > max {
-                    let correction = (max - score).exp();
-                    sum *= correction;
-                    acc.iter_mut().for_each(|a| *a *= correction);
-                    max = score;
-                }
-                let weight = (score - max).exp();
-                sum += weight;
-                for (a, &v) in acc.iter_mut().zip(&l.v[row..row + head_dim]) {
-                    *a += weight * v;
-                }
+                weights[h * m + j] = score;
             }
-            if sum > 0.0 {
-                let inv = sum.recip();
-                acc.iter_mut().for_each(|a| *a *= inv);
+        }
+        for head_weights in weights.chunks_mut(m.max(1)) {
+            let max = head_weights
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut sum = 0f64;
+            for w in head_weights.iter_mut() {
+                *w = (*w - max).exp();
+                sum += *w as f64;
+            }
+            let inv = (1.0 / sum) as f32;
+            for w in head_weights.iter_mut() {
+                *w = E::round_operand(*w * inv);
+            }
+        }
+        out.fill(0.0);
+        for (j, &index) in visible.iter().enumerate() {
+            let at = (base + index) * head_dim;
+            E::load(&values[at..at + head_dim], &mut row);
+            for (h, acc) in out.chunks_mut(head_dim).enumerate() {
+                let w = weights[h * m + j];
+                for (a, &v) in acc.iter_mut().zip(&row) {
+                    *a += w * v;
+                }
             }
         }
     }
@@ -340,7 +546,53 @@ mod tests {
             .unwrap()
     }
 
-    fn run_cache(window: Option<usize>, step: usize) {
+    /// Reference for the f16 cache, in f64: the same roundings the cache
+    /// applies (q, k and v to f16; the normalised weights to f16), then
+    /// exact arithmetic. dims: (heads, kv_heads, head_dim, tokens)
+    fn reference_f16(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dims: (usize, usize, usize, usize),
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let (heads, kv_heads, d, n) = dims;
+        let r = |x: f32| f16::from_f32(x).to_f32() as f64;
+        let mut out = vec![0f32; n * heads * d];
+        for i in 0..n {
+            for h in 0..heads {
+                let g = h / (heads / kv_heads);
+                let keys: Vec<usize> = (0..=i)
+                    .filter(|&j| window.is_none_or(|w| i - j < w))
+                    .collect();
+                let scores: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        (0..d)
+                            .map(|e| {
+                                r(q[(i * heads + h) * d + e]) * r(k[(j * kv_heads + g) * d + e])
+                            })
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                for e in 0..d {
+                    out[(i * heads + h) * d + e] = keys
+                        .iter()
+                        .zip(&scores)
+                        .map(|(&j, s)| {
+                            r(((s - max).exp() / sum) as f32) * r(v[(j * kv_heads + g) * d + e])
+                        })
+                        .sum::<f64>() as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn run_cache(window: Option<usize>, step: usize, precision: KvPrecision) {
         let (heads, kv_heads, d, n) = (4, 2, 8, 37);
         let q = random(n * heads * d, 1);
         let k = random(n * kv_heads * d, 2);
@@ -350,10 +602,14 @@ mod tests {
             head_dim: d,
             window,
         };
-        let mut cache = KvCache::new(&[geometry], 2, 64, step).unwrap();
+        let mut cache = KvCache::with_precision(&[geometry], 2, 64, step, precision).unwrap();
+        let scores = ScoreParams {
+            scale: 1.0 / (d as f32).sqrt(),
+            softcap: None,
+        };
         let mut got = vec![0f32; n * heads * d];
         // Feed the sequence in chunks of `step` tokens into slot 1, as the
-        // engine does: write the chunk, then let each of its tokens attend.
+        // engine does: write the chunk, then let its tokens attend together.
         for chunk_start in (0..n).step_by(step) {
             let chunk = chunk_start..(chunk_start + step).min(n);
             for p in chunk.clone() {
@@ -365,45 +621,79 @@ mod tests {
                     &v[p * kv_heads * d..][..kv_heads * d],
                 );
             }
+            let positions: Vec<usize> = chunk.clone().collect();
+            let rows = chunk.start * heads * d..chunk.end * heads * d;
+            cache
+                .attend_batch(
+                    0,
+                    &vec![1; positions.len()],
+                    &positions,
+                    &q[rows.clone()],
+                    scores,
+                    &mut got[rows],
+                )
+                .unwrap();
+            // The one-token entry point computes the same thing in the same
+            // order: bitwise equal.
             for p in chunk {
-                let out = &mut got[p * heads * d..][..heads * d];
+                let mut alone = vec![0f32; heads * d];
                 let at = CachePosition {
                     layer: 0,
                     slot: 1,
                     position: p,
                 };
-                let scores = ScoreParams {
-                    scale: 1.0 / (d as f32).sqrt(),
-                    softcap: None,
-                };
-                cache.attend(at, &q[p * heads * d..][..heads * d], scores, out);
+                cache.attend(at, &q[p * heads * d..][..heads * d], scores, &mut alone);
+                assert_eq!(alone, got[p * heads * d..][..heads * d]);
             }
         }
-        let expected = reference(&q, &k, &v, (heads, kv_heads, d, n), window);
+        let dims = (heads, kv_heads, d, n);
+        let expected = match precision {
+            KvPrecision::F32 => reference(&q, &k, &v, dims, window),
+            KvPrecision::F16 => reference_f16(&q, &k, &v, dims, window),
+        };
         let max_diff = got
             .iter()
             .zip(&expected)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        // Both are f32 online softmax over <= 37 keys in different orders:
-        // a few ulps of values of order 1.
+        // Both sides see identical (rounded) operands and differ only in f32
+        // vs f64/other-order accumulation over <= 37 keys of values of order
+        // 1: a few ulps.
         assert!(
             max_diff < 1e-5,
-            "window {window:?}, step {step}: max diff {max_diff}"
+            "{precision:?}, window {window:?}, step {step}: max diff {max_diff}"
         );
     }
 
     #[test]
     fn full_attention_cache_matches_dense_causal_attention() {
-        run_cache(None, 1);
-        run_cache(None, 16);
+        for precision in [KvPrecision::F32, KvPrecision::F16] {
+            run_cache(None, 1, precision);
+            run_cache(None, 16, precision);
+        }
     }
 
     #[test]
     fn sliding_window_ring_wraps_and_matches_dense_windowed_attention() {
         // Capacity is window + step = 13 < 37 positions: the ring wraps.
-        run_cache(Some(5), 8);
-        run_cache(Some(5), 1);
+        for precision in [KvPrecision::F32, KvPrecision::F16] {
+            run_cache(Some(5), 8, precision);
+            run_cache(Some(5), 1, precision);
+        }
+    }
+
+    #[test]
+    fn f16_cache_takes_half_the_bytes() {
+        let g = LayerGeometry {
+            kv_heads: 2,
+            head_dim: 8,
+            window: None,
+        };
+        let f32_cache = KvCache::new(&[g], 1, 16, 4).unwrap();
+        let f16_cache = KvCache::with_precision(&[g], 1, 16, 4, KvPrecision::F16).unwrap();
+        let positions = 16 * 4;
+        assert_eq!(f32_cache.bytes(), 2 * 2 * 16 * 8 * 4 + positions);
+        assert_eq!(f16_cache.bytes(), 2 * 2 * 16 * 8 * 2 + positions);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod config;
 mod error;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
@@ -13,7 +14,9 @@ pub mod kv_cache;
 pub mod loader;
 pub mod model;
 mod quantized_llama;
+mod rows;
 pub mod sampling;
+mod spm;
 pub mod tokenizer;
 pub mod weights;
 

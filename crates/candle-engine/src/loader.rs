@@ -68,15 +68,7 @@ impl Model {
     ) -> Result<Self> {
         let max_context = context_for(&config, max_context)?;
         add_end_of_turn_tokens(&mut tokenizer);
-        let special = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.id_to_token(i))
-                .unwrap_or_default()
-        };
-        let chat = ChatTemplate::new(
-            template,
-            &special(tokenizer.bos()),
-            &special(tokenizer.eos().first().copied()),
-        )?;
+        let chat = ChatTemplate::for_tokenizer(template, &tokenizer)?;
         let decoder = Decoder::load(config, source, max_context)?;
         Ok(Self {
             decoder,

@@ -2,11 +2,13 @@
 //! batch of tokens that may come from several sequences at different
 //! positions. It reads top to bottom like HIP-19 §Execution Flow:
 //! embed -> N x [norm, attention with KV cache, norm, FFN] -> norm -> lm_head.
+//! The families differ only through `DecoderConfig` fields, which switch the
+//! optional steps below (biases, q/k norms, sandwich norms, softcaps...).
 
 use crate::config::{DecoderConfig, RopeLayout};
-use crate::kv_cache::{CachePosition, KvCache, LayerGeometry, ScoreParams};
-use crate::weights::{RawTensor, TensorName, WeightSource};
-use crate::{Error, Result};
+use crate::kv_cache::{KvCache, LayerGeometry, ScoreParams};
+use crate::weights::{LayerTensor, RawTensor, TensorName, WeightSource};
+use crate::{rows, Error, Result};
 use candle_core::{Device, Tensor};
 use candle_quant::QLinear;
 
@@ -37,16 +39,50 @@ impl Batch {
     }
 }
 
+/// A projection `x W^T (+ b)`.
+struct Projection {
+    weight: QLinear,
+    /// [out_features]
+    bias: Option<Vec<f32>>,
+}
+
 struct Layer {
-    attention_norm: Tensor,
-    query: QLinear,
-    key: QLinear,
-    value: QLinear,
+    attention_norm: Vec<f32>,
+    query: Projection,
+    key: Projection,
+    value: Projection,
+    /// [head_dim] each, applied to every head before RoPE.
+    query_norm: Option<Vec<f32>>,
+    key_norm: Option<Vec<f32>>,
     attention_output: QLinear,
-    ffn_norm: Tensor,
+    post_attention_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
     ffn_gate: QLinear,
     ffn_up: QLinear,
     ffn_down: QLinear,
+    post_ffn_norm: Option<Vec<f32>>,
+    window: Option<usize>,
+    /// Rotates with the sliding-window tables rather than the global ones.
+    local_rope: bool,
+}
+
+/// cos and sin tables `[max_context, head_dim]`.
+struct RopeTables {
+    head_dim: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTables {
+    fn positions(&self) -> usize {
+        self.cos.len() / self.head_dim
+    }
+
+    /// (cos, sin): [head_dim] each.
+    fn at(&self, position: usize) -> (&[f32], &[f32]) {
+        let row = position * self.head_dim..(position + 1) * self.head_dim;
+        (&self.cos[row.clone()], &self.sin[row])
+    }
 }
 
 pub struct Decoder {
@@ -56,11 +92,13 @@ pub struct Decoder {
     /// expanded to f32 in memory.
     embedding: RawTensor,
     layers: Vec<Layer>,
-    output_norm: Tensor,
+    output_norm: Vec<f32>,
     output: QLinear,
-    /// [max_context, head_dim] each, in the layout of `config.rope_layout`.
-    rope_cos: Tensor,
-    rope_sin: Tensor,
+    /// In the layout of `config.rope_layout`: `global_rope` for full
+    /// attention layers (and every layer when `local_rope` is `None`),
+    /// `local_rope` for sliding-window layers with their own base.
+    global_rope: RopeTables,
+    local_rope: Option<RopeTables>,
 }
 
 impl Decoder {
@@ -74,28 +112,91 @@ impl Decoder {
         config.validate()?;
         let c = &config;
         let (h, kv, hd) = (c.hidden_size, c.num_kv_heads * c.head_dim, c.head_dim);
-        let q_out = c.num_heads * hd;
+        let (q_out, ffn) = (c.num_heads * hd, c.intermediate_size);
         let linear = |name: TensorName, out: usize, inp: usize| {
             source.tensor(&name)?.into_linear(&name, out, inp)
         };
-        let vector = |name: TensorName, len: usize| -> Result<Tensor> {
-            let values = source.tensor(&name)?.to_f32(&name, &[len])?;
-            Ok(Tensor::from_vec(values, len, &Device::Cpu)?)
+        let values = |raw: RawTensor, name: &dyn std::fmt::Debug, len: usize, offset: f32| {
+            let values = raw.to_f32(name, &[len])?;
+            Ok::<_, Error>(values.into_iter().map(|v| v + offset).collect::<Vec<_>>())
+        };
+        let norm = |name: TensorName| values(source.tensor(&name)?, &name, h, c.norm_weight_offset);
+        let layer_vector = |i: usize, part: LayerTensor, len: usize, offset: f32| {
+            values(source.layer_tensor(i, part)?, &part, len, offset)
+        };
+        let layer_norm = |i: usize, part: LayerTensor, len: usize, wanted: bool| {
+            wanted
+                .then(|| layer_vector(i, part, len, c.norm_weight_offset))
+                .transpose()
         };
         let embedding = source.tensor(&TensorName::TokenEmbedding)?;
         embedding.check_dims(&TensorName::TokenEmbedding, &[c.vocab_size, h])?;
         let layers = (0..c.num_layers)
             .map(|i| {
+                let attention_norm = norm(TensorName::AttentionNorm(i))?;
+                // Phi-3 stacks q/k/v and gate/up by rows; split them into
+                // views of the same bytes.
+                let fused_qkv = !source.contains(&TensorName::Query(i))
+                    && source.contains_layer_tensor(i, LayerTensor::FusedQkv);
+                let fused_gate_up = !source.contains(&TensorName::FfnGate(i))
+                    && source.contains_layer_tensor(i, LayerTensor::FusedGateUp);
+                let [query, key, value] = if !fused_qkv {
+                    [
+                        linear(TensorName::Query(i), q_out, h)?,
+                        linear(TensorName::Key(i), kv, h)?,
+                        linear(TensorName::Value(i), kv, h)?,
+                    ]
+                } else {
+                    let name = format!("{:?} of layer {i}", LayerTensor::FusedQkv);
+                    let raw = source.layer_tensor(i, LayerTensor::FusedQkv)?;
+                    parts(raw.split_rows(&name, &[q_out, kv, kv], h)?, &name)?
+                };
+                let [ffn_gate, ffn_up] = if !fused_gate_up {
+                    [
+                        linear(TensorName::FfnGate(i), ffn, h)?,
+                        linear(TensorName::FfnUp(i), ffn, h)?,
+                    ]
+                } else {
+                    let name = format!("{:?} of layer {i}", LayerTensor::FusedGateUp);
+                    let raw = source.layer_tensor(i, LayerTensor::FusedGateUp)?;
+                    parts(raw.split_rows(&name, &[ffn, ffn], h)?, &name)?
+                };
+                let bias = |part: LayerTensor, len: usize| {
+                    c.qkv_bias
+                        .then(|| layer_vector(i, part, len, 0.0))
+                        .transpose()
+                };
+                let window = c.layer_windows[i];
                 Ok(Layer {
-                    attention_norm: vector(TensorName::AttentionNorm(i), h)?,
-                    query: linear(TensorName::Query(i), q_out, h)?,
-                    key: linear(TensorName::Key(i), kv, h)?,
-                    value: linear(TensorName::Value(i), kv, h)?,
+                    attention_norm,
+                    query: Projection {
+                        weight: query,
+                        bias: bias(LayerTensor::QueryBias, q_out)?,
+                    },
+                    key: Projection {
+                        weight: key,
+                        bias: bias(LayerTensor::KeyBias, kv)?,
+                    },
+                    value: Projection {
+                        weight: value,
+                        bias: bias(LayerTensor::ValueBias, kv)?,
+                    },
+                    query_norm: layer_norm(i, LayerTensor::QueryNorm, hd, c.qk_norm)?,
+                    key_norm: layer_norm(i, LayerTensor::KeyNorm, hd, c.qk_norm)?,
                     attention_output: linear(TensorName::AttentionOutput(i), h, q_out)?,
-                    ffn_norm: vector(TensorName::FfnNorm(i), h)?,
-                    ffn_gate: linear(TensorName::FfnGate(i), c.intermediate_size, h)?,
-                    ffn_up: linear(TensorName::FfnUp(i), c.intermediate_size, h)?,
-                    ffn_down: linear(TensorName::FfnDown(i), h, c.intermediate_size)?,
+                    post_attention_norm: layer_norm(
+                        i,
+                        LayerTensor::PostAttentionNorm,
+                        h,
+                        c.sandwich_norms,
+                    )?,
+                    ffn_norm: norm(TensorName::FfnNorm(i))?,
+                    ffn_gate,
+                    ffn_up,
+                    ffn_down: linear(TensorName::FfnDown(i), h, ffn)?,
+                    post_ffn_norm: layer_norm(i, LayerTensor::PostFfnNorm, h, c.sandwich_norms)?,
+                    window,
+                    local_rope: window.is_some() && c.sliding_rope_theta.is_some(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -105,14 +206,18 @@ impl Decoder {
             TensorName::Output
         };
         let output = linear(output_name, c.vocab_size, h)?;
-        let (rope_cos, rope_sin) = rope_tables(c, max_context)?;
+        let global_rope = rope_tables(c, c.rope_theta, c.rope_linear_factor, max_context)?;
+        let local_rope = c
+            .sliding_rope_theta
+            .map(|theta| rope_tables(c, theta, 1.0, max_context))
+            .transpose()?;
         Ok(Self {
-            output_norm: vector(TensorName::OutputNorm, h)?,
+            output_norm: norm(TensorName::OutputNorm)?,
             output,
             embedding,
             layers,
-            rope_cos,
-            rope_sin,
+            global_rope,
+            local_rope,
             config,
         })
     }
@@ -124,14 +229,14 @@ impl Decoder {
     /// The per-layer cache geometry this model needs.
     pub fn cache_geometry(&self) -> Vec<LayerGeometry> {
         let c = &self.config;
-        vec![
-            LayerGeometry {
+        self.layers
+            .iter()
+            .map(|layer| LayerGeometry {
                 kv_heads: c.num_kv_heads,
                 head_dim: c.head_dim,
-                window: None,
-            };
-            c.num_layers
-        ]
+                window: layer.window,
+            })
+            .collect()
     }
 
     /// Runs `batch`, writing its keys and values into `cache`, and returns
@@ -140,84 +245,125 @@ impl Decoder {
         let c = &self.config;
         self.check_batch(batch, cache)?;
         let n = batch.tokens.len();
-        let (heads, kv_heads, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let eps = c.rms_norm_eps;
-
-        let mut residual = self.embed(&batch.tokens)?;
-        let positions = Tensor::new(
-            batch
-                .positions
-                .iter()
-                .map(|&p| p as u32)
-                .collect::<Vec<_>>()
-                .as_slice(),
-            &Device::Cpu,
-        )?;
-        let cos = self.rope_cos.index_select(&positions, 0)?;
-        let sin = self.rope_sin.index_select(&positions, 0)?;
+        let (h, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
+        let (q_width, kv_width) = (c.num_heads * hd, c.num_kv_heads * hd);
         let scores = ScoreParams {
-            scale: (hd as f32).powf(-0.5),
-            softcap: None,
+            scale: c.attention_scale,
+            softcap: c.attn_logit_softcap,
         };
 
-        let mut x = candle_ops::rms_norm(&residual, &self.layers[0].attention_norm, eps)?;
-        for (index, layer) in self.layers.iter().enumerate() {
-            // Attention: project, rotate, cache, attend.
-            let q = self.rotate(&layer.query.forward(&x)?, heads, &cos, &sin)?;
-            let k = self.rotate(&layer.key.forward(&x)?, kv_heads, &cos, &sin)?;
-            let v = layer.value.forward(&x)?;
-            let (q, k, v) = (
-                q.to_vec2::<f32>()?,
-                k.to_vec2::<f32>()?,
-                v.to_vec2::<f32>()?,
-            );
-            for t in 0..n {
-                cache.write(index, batch.slots[t], batch.positions[t], &k[t], &v[t]);
-            }
-            let mut attended = vec![0f32; n * heads * hd];
-            for (t, out) in attended.chunks_mut(heads * hd).enumerate() {
-                let at = CachePosition {
-                    layer: index,
-                    slot: batch.slots[t],
-                    position: batch.positions[t],
-                };
-                cache.attend(at, &q[t], scores, out);
-            }
-            let attended = Tensor::from_vec(attended, (n, heads * hd), &Device::Cpu)?;
-            let attention = layer.attention_output.forward(&attended)?;
-            let (h, sum) =
-                candle_ops::rms_norm_residual(&attention, &residual, &layer.ffn_norm, eps)?;
-            residual = sum;
+        let mut residual = self.embed(&batch.tokens)?;
+        if let Some(scale) = c.embedding_scale {
+            residual.iter_mut().for_each(|v| *v *= scale);
+        }
+        // Buffers for the whole step, reused by every layer.
+        let buffer = |width: usize| vec![0f32; n * width];
+        let (mut x, mut normed, mut projected) = (buffer(h), buffer(h), buffer(h));
+        let (mut q, mut k, mut v) = (buffer(q_width), buffer(kv_width), buffer(kv_width));
+        let mut attended = buffer(q_width);
+        let (mut gate, mut up) = (buffer(c.intermediate_size), buffer(c.intermediate_size));
 
-            // Feed-forward (SwiGLU).
-            let gate = layer.ffn_gate.forward(&h)?.silu()?;
-            let ffn = layer
-                .ffn_down
-                .forward(&(gate * layer.ffn_up.forward(&h)?)?)?;
+        rows::rms_norm(&residual, &self.layers[0].attention_norm, eps, &mut x);
+        for (index, layer) in self.layers.iter().enumerate() {
+            // Attention: project, normalize heads, rotate, cache, attend.
+            QLinear::forward_group(
+                &[&layer.query.weight, &layer.key.weight, &layer.value.weight],
+                &x,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+            )?;
+            for (projection, out) in [
+                (&layer.query, &mut q),
+                (&layer.key, &mut k),
+                (&layer.value, &mut v),
+            ] {
+                if let Some(bias) = &projection.bias {
+                    rows::add_bias(out, bias);
+                }
+            }
+            if let Some(norm) = &layer.query_norm {
+                rows::rms_norm_in_place(&mut q, norm, eps);
+            }
+            if let Some(norm) = &layer.key_norm {
+                rows::rms_norm_in_place(&mut k, norm, eps);
+            }
+            let rope = match &self.local_rope {
+                Some(local) if layer.local_rope => local,
+                _ => &self.global_rope,
+            };
+            for (t, &position) in batch.positions.iter().enumerate() {
+                let (cos, sin) = rope.at(position);
+                rows::rope(
+                    &mut q[t * q_width..(t + 1) * q_width],
+                    cos,
+                    sin,
+                    c.rope_layout,
+                );
+                let k_row = &mut k[t * kv_width..(t + 1) * kv_width];
+                rows::rope(k_row, cos, sin, c.rope_layout);
+                let v_row = &v[t * kv_width..(t + 1) * kv_width];
+                cache.write(index, batch.slots[t], position, k_row, v_row);
+            }
+            cache.attend_batch(
+                index,
+                &batch.slots,
+                &batch.positions,
+                &q,
+                scores,
+                &mut attended,
+            )?;
+            layer
+                .attention_output
+                .forward_slice(&attended, n, &mut projected)?;
+            if let Some(norm) = &layer.post_attention_norm {
+                rows::rms_norm_in_place(&mut projected, norm, eps);
+            }
+            rows::add_assign(&mut residual, &projected);
+            rows::rms_norm(&residual, &layer.ffn_norm, eps, &mut normed);
+
+            // Gated feed-forward.
+            QLinear::forward_group(
+                &[&layer.ffn_gate, &layer.ffn_up],
+                &normed,
+                n,
+                &mut [&mut gate, &mut up],
+            )?;
+            rows::gate(&mut gate, &up, c.activation);
+            layer.ffn_down.forward_slice(&gate, n, &mut projected)?;
+            if let Some(norm) = &layer.post_ffn_norm {
+                rows::rms_norm_in_place(&mut projected, norm, eps);
+            }
+            rows::add_assign(&mut residual, &projected);
             let next_norm = self
                 .layers
                 .get(index + 1)
                 .map_or(&self.output_norm, |l| &l.attention_norm);
-            (x, residual) = candle_ops::rms_norm_residual(&ffn, &residual, next_norm, eps)?;
+            rows::rms_norm(&residual, next_norm, eps, &mut x);
         }
         for t in 0..n {
             let slot = batch.slots[t];
             cache.set_len(slot, cache.len(slot).max(batch.positions[t] + 1));
         }
-        let rows = Tensor::new(
-            batch
-                .logits_for
-                .iter()
-                .map(|&i| i as u32)
-                .collect::<Vec<_>>()
-                .as_slice(),
+        let wanted: Vec<f32> = batch
+            .logits_for
+            .iter()
+            .flat_map(|&i| x[i * h..(i + 1) * h].iter().copied())
+            .collect();
+        let rows_out = batch.logits_for.len();
+        let mut logits = vec![0f32; rows_out * c.vocab_size];
+        self.output.forward_slice(&wanted, rows_out, &mut logits)?;
+        if let Some(cap) = c.final_logit_softcap {
+            rows::softcap(&mut logits, cap);
+        }
+        Ok(Tensor::from_vec(
+            logits,
+            (rows_out, c.vocab_size),
             &Device::Cpu,
-        )?;
-        Ok(self.output.forward(&x.index_select(&rows, 0)?)?)
+        )?)
     }
 
-    /// The embedding rows of `tokens`: [n, hidden] f32.
-    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+    /// The embedding rows of `tokens`: [n, hidden].
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
         let hidden = self.config.hidden_size;
         let row_bytes = self.embedding.ty.row_bytes(hidden)?;
         let table = self.embedding.bytes.as_slice();
@@ -230,29 +376,7 @@ impl Decoder {
                 hidden,
             )?);
         }
-        Ok(Tensor::from_vec(
-            rows,
-            (tokens.len(), hidden),
-            &Device::Cpu,
-        )?)
-    }
-
-    /// Applies RoPE to `[n, heads * head_dim]` projections at the batch's
-    /// positions (`cos`, `sin`: [n, head_dim]).
-    fn rotate(&self, x: &Tensor, heads: usize, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let n = x.dim(0)?;
-        let hd = self.config.head_dim;
-        let x = x.reshape((n, heads, hd))?.transpose(0, 1)?.unsqueeze(0)?;
-        let rotated = match self.config.rope_layout {
-            RopeLayout::RotateHalf => candle_ops::apply_rotary_emb(&x.contiguous()?, cos, sin)?,
-            RopeLayout::Interleaved => {
-                candle_ops::apply_rotary_emb_interleaved(&x.contiguous()?, cos, sin)?
-            }
-        };
-        Ok(rotated
-            .squeeze(0)?
-            .transpose(0, 1)?
-            .reshape((n, heads * hd))?)
+        Ok(rows)
     }
 
     fn check_batch(&self, batch: &Batch, cache: &KvCache) -> Result<()> {
@@ -286,10 +410,11 @@ impl Decoder {
                     cache.slots()
                 )));
             }
-            if position >= self.rope_cos.dim(0)? || position >= cache.max_context() {
+            let rope_positions = self.global_rope.positions();
+            if position >= rope_positions || position >= cache.max_context() {
                 return Err(Error::ContextExceeded {
                     needed: position + 1,
-                    max_context: cache.max_context().min(self.rope_cos.dim(0)?),
+                    max_context: cache.max_context().min(rope_positions),
                 });
             }
         }
@@ -297,9 +422,23 @@ impl Decoder {
     }
 }
 
+/// The `N` parts of a fused projection named `name`.
+fn parts<const N: usize>(linears: Vec<QLinear>, name: &str) -> Result<[QLinear; N]> {
+    let found = linears.len();
+    linears
+        .try_into()
+        .map_err(|_| Error::InvalidModel(format!("{name} split into {found} parts, expected {N}")))
+}
+
 /// cos/sin tables `[max_context, head_dim]` with inverse frequencies
-/// `theta^(-2i/d)`, laid out for `config.rope_layout`.
-fn rope_tables(c: &DecoderConfig, max_context: usize) -> Result<(Tensor, Tensor)> {
+/// `theta^(-2i/d)` at positions `p / linear_factor`, laid out for
+/// `config.rope_layout`.
+fn rope_tables(
+    c: &DecoderConfig,
+    theta: f64,
+    linear_factor: f64,
+    max_context: usize,
+) -> Result<RopeTables> {
     let hd = c.head_dim;
     let half = hd / 2;
     let mut cos = Vec::with_capacity(max_context * hd);
@@ -310,13 +449,14 @@ fn rope_tables(c: &DecoderConfig, max_context: usize) -> Result<(Tensor, Tensor)
                 RopeLayout::RotateHalf => j % half,
                 RopeLayout::Interleaved => j / 2,
             };
-            let angle = p as f64 * c.rope_theta.powf(-2.0 * pair as f64 / hd as f64);
+            let angle = p as f64 / linear_factor * theta.powf(-2.0 * pair as f64 / hd as f64);
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (max_context, hd), &Device::Cpu)?,
-        Tensor::from_vec(sin, (max_context, hd), &Device::Cpu)?,
-    ))
+    Ok(RopeTables {
+        head_dim: hd,
+        cos,
+        sin,
+    })
 }

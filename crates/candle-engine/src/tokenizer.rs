@@ -1,7 +1,10 @@
 //! Text <-> token ids: Hugging Face `tokenizer.json` files through the
-//! `tokenizers` crate, and the tokenizer embedded in GGUF metadata, which is
-//! translated into the same representation so both run one implementation.
+//! `tokenizers` crate, and the tokenizer embedded in GGUF metadata: byte-level
+//! BPE (`gpt2`) is translated into the same representation so both run one
+//! implementation; SentencePiece (`llama`: llama-2, Gemma) runs `spm`, which
+//! reproduces llama.cpp's merge order.
 
+use crate::spm::{SpmTokenizer, SpmVocab};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 
@@ -18,8 +21,9 @@ const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 
 /// The vocabulary of a GGUF file's `tokenizer.ggml.*` keys.
+#[derive(Clone, Debug, Default)]
 pub struct GgufTokenizerSpec<'a> {
-    /// `tokenizer.ggml.model`, e.g. `gpt2`.
+    /// `tokenizer.ggml.model`: `gpt2` or `llama`.
     pub model: &'a str,
     /// `tokenizer.ggml.pre`, e.g. `smollm`.
     pub pre: Option<&'a str>,
@@ -31,12 +35,33 @@ pub struct GgufTokenizerSpec<'a> {
     pub add_bos: bool,
 }
 
+/// The `tokenizer.ggml.*` keys SentencePiece vocabularies use beyond
+/// [`GgufTokenizerSpec`]; the defaults are llama.cpp's for a file without
+/// them.
+#[derive(Clone, Debug, Default)]
+pub struct GgufTokenizerOptions {
+    /// `tokenizer.ggml.scores`, one per token (empty: all 0).
+    pub scores: Vec<f32>,
+    /// `tokenizer.ggml.add_eos_token`.
+    pub add_eos: bool,
+    /// `tokenizer.ggml.add_space_prefix` (absent: true for SentencePiece):
+    /// a space is put before text that starts the input or follows a
+    /// special token.
+    pub add_space_prefix: Option<bool>,
+}
+
 /// A tokenizer with the special tokens generation needs.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    backend: Backend,
     bos: Option<u32>,
     eos: Vec<u32>,
     add_bos: bool,
+    add_eos: bool,
+}
+
+enum Backend {
+    HuggingFace(Box<tokenizers::Tokenizer>),
+    SentencePiece(Box<SpmTokenizer>),
 }
 
 fn tokenizer_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -50,22 +75,83 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| tokenizer_error("tokenizer.json", e))?;
         Ok(Self {
-            inner,
+            backend: Backend::HuggingFace(Box::new(inner)),
             bos,
             eos,
             add_bos: false,
+            add_eos: false,
         })
     }
 
-    /// Builds the byte-level BPE tokenizer (`tokenizer.ggml.model = gpt2`)
-    /// described by GGUF metadata.
+    /// Builds the tokenizer described by GGUF metadata, with llama.cpp's
+    /// defaults for the keys of [`GgufTokenizerOptions`].
     pub fn from_gguf(spec: &GgufTokenizerSpec<'_>) -> Result<Self> {
-        if spec.model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "GGUF tokenizer model `{}` is not supported yet; supported: gpt2 (byte-level BPE)",
-                spec.model
-            )));
+        Self::from_gguf_with(spec, &GgufTokenizerOptions::default())
+    }
+
+    /// Builds the byte-level BPE (`tokenizer.ggml.model = gpt2`) or
+    /// SentencePiece (`llama`) tokenizer described by GGUF metadata.
+    ///
+    /// ```
+    /// use candle_engine::tokenizer::{GgufTokenizerOptions, GgufTokenizerSpec, Tokenizer};
+    /// // A SentencePiece vocabulary: ids 3 and 4 are special (control) tokens.
+    /// let tokens = vec!["\u{2581}", "h", "i", "<start>", "<end>", "\u{2581}h", "\u{2581}hi"];
+    /// let spec = GgufTokenizerSpec {
+    ///     model: "llama",
+    ///     token_types: vec![1, 1, 1, 3, 3, 1, 1],
+    ///     tokens,
+    ///     ..GgufTokenizerSpec::default()
+    /// };
+    /// let options = GgufTokenizerOptions {
+    ///     scores: vec![0.0, 0.0, 0.0, 0.0, 0.0, -2.0, -1.0],
+    ///     ..GgufTokenizerOptions::default()
+    /// };
+    /// let tokenizer = Tokenizer::from_gguf_with(&spec, &options)?;
+    /// // The space prefix makes "hi" "▁hi"; it comes back without it.
+    /// assert_eq!(tokenizer.encode("hi<end>", false)?, vec![6, 4]);
+    /// assert_eq!(tokenizer.decode(&[6, 4], false)?, "hi<end>");
+    /// assert_eq!(tokenizer.decode(&[6, 4], true)?, "hi");
+    /// # Ok::<(), candle_engine::Error>(())
+    /// ```
+    pub fn from_gguf_with(
+        spec: &GgufTokenizerSpec<'_>,
+        options: &GgufTokenizerOptions,
+    ) -> Result<Self> {
+        match spec.model {
+            "gpt2" => Self::from_gguf_bpe(spec),
+            "llama" => {
+                let spm = SpmTokenizer::new(&SpmVocab {
+                    tokens: &spec.tokens,
+                    scores: &options.scores,
+                    token_types: &spec.token_types,
+                    add_space_prefix: options.add_space_prefix.unwrap_or(true),
+                })?;
+                for (key, id) in [
+                    ("tokenizer.ggml.bos_token_id", spec.bos),
+                    ("tokenizer.ggml.eos_token_id", spec.eos),
+                ] {
+                    if let Some(id) = id.filter(|&id| id as usize >= spm.len()) {
+                        return Err(Error::Tokenizer(format!(
+                            "{key} is {id}, expected an id below the vocabulary size {}",
+                            spm.len()
+                        )));
+                    }
+                }
+                Ok(Self {
+                    backend: Backend::SentencePiece(Box::new(spm)),
+                    bos: spec.bos,
+                    eos: spec.eos.into_iter().collect(),
+                    add_bos: spec.add_bos,
+                    add_eos: options.add_eos,
+                })
+            }
+            other => Err(Error::Tokenizer(format!(
+                "GGUF tokenizer model `{other}` is not supported; supported: gpt2 (byte-level BPE), llama (SentencePiece)"
+            ))),
         }
+    }
+
+    fn from_gguf_bpe(spec: &GgufTokenizerSpec<'_>) -> Result<Self> {
         let pre = spec.pre.unwrap_or("default");
         let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
         let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
@@ -123,38 +209,64 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| tokenizer_error("GGUF vocabulary", e))?;
         Ok(Self {
-            inner,
+            backend: Backend::HuggingFace(Box::new(inner)),
             bos: spec.bos,
             eos: spec.eos.into_iter().collect(),
             add_bos: spec.add_bos,
+            add_eos: false,
         })
     }
 
     /// Token ids of `text`; special tokens written in the text (e.g.
-    /// `<|im_start|>`) become their ids. A BOS token is prepended when the
-    /// model asks for it and `add_bos` is set.
-    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| tokenizer_error("encode", e))?;
-        let mut ids = Vec::with_capacity(encoding.len() + 1);
-        if add_bos && self.add_bos {
+    /// `<|im_start|>`, `<start_of_turn>`) become their ids. With
+    /// `add_special`, the BOS/EOS tokens the model asks for are added; a BOS
+    /// is not added twice when the text already starts with it (chat
+    /// templates often write it).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let body = match &self.backend {
+            Backend::HuggingFace(inner) => inner
+                .encode(text, false)
+                .map_err(|e| tokenizer_error("encode", e))?
+                .get_ids()
+                .to_vec(),
+            Backend::SentencePiece(spm) => spm.encode(text)?,
+        };
+        let mut ids = Vec::with_capacity(body.len() + 2);
+        if add_special && self.add_bos && body.first().copied() != self.bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(encoding.get_ids());
+        ids.extend_from_slice(&body);
+        if add_special && self.add_eos {
+            ids.extend(self.eos.first());
+        }
         Ok(ids)
     }
 
     /// The text of `ids`, special tokens included unless `skip_special`.
+    /// For SentencePiece this is llama.cpp's `llama_detokenize` with
+    /// `remove_special = skip_special` and `unparse_special = !skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| tokenizer_error("decode", e))
+        match &self.backend {
+            Backend::HuggingFace(inner) => inner
+                .decode(ids, skip_special)
+                .map_err(|e| tokenizer_error("decode", e)),
+            Backend::SentencePiece(spm) => {
+                let added = |add: bool, id: Option<u32>| id.filter(|_| add && skip_special);
+                spm.decode(
+                    ids,
+                    !skip_special,
+                    added(self.add_bos, self.bos),
+                    added(self.add_eos, self.eos.first().copied()),
+                )
+            }
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.backend {
+            Backend::HuggingFace(inner) => inner.get_vocab_size(true),
+            Backend::SentencePiece(spm) => spm.len(),
+        }
     }
 
     pub fn bos(&self) -> Option<u32> {
@@ -167,11 +279,17 @@ impl Tokenizer {
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.backend {
+            Backend::HuggingFace(inner) => inner.token_to_id(token),
+            Backend::SentencePiece(spm) => spm.token_to_id(token),
+        }
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.backend {
+            Backend::HuggingFace(inner) => inner.id_to_token(id),
+            Backend::SentencePiece(spm) => spm.id_to_token(id).map(str::to_string),
+        }
     }
 
     /// Adds `id` to the tokens that end a generation (e.g. a chat
@@ -208,5 +326,62 @@ impl TextStream {
         } else {
             Ok(String::new())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_models_and_out_of_range_special_ids_are_reported() {
+        let tokens = vec!["a", "b"];
+        let spec = GgufTokenizerSpec {
+            model: "bert",
+            tokens: tokens.clone(),
+            ..GgufTokenizerSpec::default()
+        };
+        let err = Tokenizer::from_gguf(&spec).err().unwrap().to_string();
+        assert!(
+            err.contains("`bert`") && err.contains("llama (SentencePiece)"),
+            "{err}"
+        );
+        let spec = GgufTokenizerSpec {
+            model: "llama",
+            tokens,
+            bos: Some(2),
+            ..GgufTokenizerSpec::default()
+        };
+        let err = Tokenizer::from_gguf(&spec).err().unwrap().to_string();
+        assert!(
+            err.contains("tokenizer.ggml.bos_token_id is 2") && err.contains("size 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sentencepiece_adds_bos_and_eos_once_when_asked() {
+        let spec = GgufTokenizerSpec {
+            model: "llama",
+            tokens: vec!["<s>", "</s>", "\u{2581}a"],
+            token_types: vec![3, 3, 1],
+            bos: Some(0),
+            eos: Some(1),
+            add_bos: true,
+            ..GgufTokenizerSpec::default()
+        };
+        let options = GgufTokenizerOptions {
+            add_eos: true,
+            ..GgufTokenizerOptions::default()
+        };
+        let t = Tokenizer::from_gguf_with(&spec, &options).unwrap();
+        assert_eq!(t.encode("a", true).unwrap(), vec![0, 2, 1]);
+        assert_eq!(t.encode("<s>a", true).unwrap(), vec![0, 2, 1]);
+        assert_eq!(t.encode("a", false).unwrap(), vec![2]);
+        // Dropping the model's own BOS keeps the space it was followed by,
+        // as llama.cpp's detokenizer does.
+        assert_eq!(t.decode(&[0, 2, 1], true).unwrap(), " a");
+        assert_eq!(t.decode(&[2], true).unwrap(), "a");
+        assert_eq!(t.decode(&[0, 2, 1], false).unwrap(), "<s> a</s>");
     }
 }

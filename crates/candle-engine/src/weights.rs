@@ -5,6 +5,16 @@
 
 use crate::{Error, Result};
 use candle_quant::{QLinear, QuantType, WeightBytes};
+use std::sync::Arc;
+
+/// Lets row ranges of a tensor borrow the tensor's own bytes.
+struct SharedBytes(WeightBytes);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
 
 /// One tensor of a checkpoint. `dims` is in row-major order, outermost
 /// first (`[out_features, in_features]` for a linear layer).
@@ -19,6 +29,63 @@ pub struct RawTensor {
 pub trait WeightSource {
     fn tensor(&self, name: &TensorName) -> Result<RawTensor>;
     fn contains(&self, name: &TensorName) -> bool;
+    /// A tensor of `layer` that only some families have.
+    fn layer_tensor(&self, layer: usize, part: LayerTensor) -> Result<RawTensor>;
+    fn contains_layer_tensor(&self, layer: usize, part: LayerTensor) -> bool;
+}
+
+/// Per-layer tensors beyond the LLaMA set, present in some families only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerTensor {
+    /// Qwen2's projection biases: [heads * head_dim] and [kv_heads * head_dim].
+    QueryBias,
+    KeyBias,
+    ValueBias,
+    /// Per-head RMSNorm weights [head_dim] (Qwen3, Gemma 3).
+    QueryNorm,
+    KeyNorm,
+    /// Gemma's sandwich norms on the attention and feed-forward outputs.
+    PostAttentionNorm,
+    PostFfnNorm,
+    /// Phi-3's query, key and value projections stacked by rows.
+    FusedQkv,
+    /// Phi-3's gate and up projections stacked by rows (gate first).
+    FusedGateUp,
+}
+
+impl LayerTensor {
+    /// The name in Hugging Face `transformers` checkpoints.
+    pub fn hf(self, layer: usize) -> String {
+        let suffix = match self {
+            Self::QueryBias => "self_attn.q_proj.bias",
+            Self::KeyBias => "self_attn.k_proj.bias",
+            Self::ValueBias => "self_attn.v_proj.bias",
+            Self::QueryNorm => "self_attn.q_norm.weight",
+            Self::KeyNorm => "self_attn.k_norm.weight",
+            Self::PostAttentionNorm => "post_attention_layernorm.weight",
+            Self::PostFfnNorm => "post_feedforward_layernorm.weight",
+            Self::FusedQkv => "self_attn.qkv_proj.weight",
+            Self::FusedGateUp => "mlp.gate_up_proj.weight",
+        };
+        format!("model.layers.{layer}.{suffix}")
+    }
+
+    /// The name llama.cpp's converter gives it.
+    pub fn gguf(self, layer: usize) -> String {
+        let suffix = match self {
+            Self::QueryBias => "attn_q.bias",
+            Self::KeyBias => "attn_k.bias",
+            Self::ValueBias => "attn_v.bias",
+            Self::QueryNorm => "attn_q_norm.weight",
+            Self::KeyNorm => "attn_k_norm.weight",
+            Self::PostAttentionNorm => "post_attention_norm.weight",
+            Self::PostFfnNorm => "post_ffw_norm.weight",
+            Self::FusedQkv => "attn_qkv.weight",
+            // Phi-3 GGUF files keep the stacked gate/up under the up name.
+            Self::FusedGateUp => "ffn_up.weight",
+        };
+        format!("blk.{layer}.{suffix}")
+    }
 }
 
 /// The tensors of a LLaMA-style decoder, independent of any file format's
@@ -61,7 +128,7 @@ impl TensorName {
 
 impl RawTensor {
     /// Fails unless the tensor has shape `expected`.
-    pub fn check_dims(&self, name: &TensorName, expected: &[usize]) -> Result<()> {
+    pub fn check_dims(&self, name: &dyn std::fmt::Debug, expected: &[usize]) -> Result<()> {
         if self.dims != expected {
             return Err(Error::TensorShape {
                 name: format!("{name:?}"),
@@ -88,9 +155,38 @@ impl RawTensor {
         )?)
     }
 
+    /// Splits a `[sum(rows), in_features]` matrix stacked by rows into one
+    /// linear layer per part, each borrowing its rows of the same bytes.
+    pub fn split_rows(
+        self,
+        name: &str,
+        rows: &[usize],
+        in_features: usize,
+    ) -> Result<Vec<QLinear>> {
+        let total: usize = rows.iter().sum();
+        if self.dims != [total, in_features] {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected: vec![total, in_features],
+                got: self.dims.clone(),
+            });
+        }
+        let row_bytes = self.ty.row_bytes(in_features)?;
+        let whole = Arc::new(SharedBytes(self.bytes));
+        let mut start = 0;
+        rows.iter()
+            .map(|&n| {
+                let range = start * row_bytes..(start + n) * row_bytes;
+                start += n;
+                let bytes = WeightBytes::new(whole.clone(), range)?;
+                Ok(QLinear::from_bytes(self.ty, n, in_features, bytes)?)
+            })
+            .collect()
+    }
+
     /// All values as f32 (norm weights, embedding tables), checked against
     /// the expected shape.
-    pub fn to_f32(&self, name: &TensorName, expected: &[usize]) -> Result<Vec<f32>> {
+    pub fn to_f32(&self, name: &dyn std::fmt::Debug, expected: &[usize]) -> Result<Vec<f32>> {
         self.check_dims(name, expected)?;
         let n = expected.iter().product();
         Ok(candle_quant::quant::dequantize(
@@ -109,7 +205,6 @@ mod native {
     use super::*;
     use std::collections::HashMap;
     use std::path::Path;
-    use std::sync::Arc;
 
     /// The `*.safetensors` files of a Hugging Face model directory,
     /// memory-mapped; tensors are borrowed from the mappings.
@@ -171,13 +266,10 @@ mod native {
         }
     }
 
-    impl WeightSource for SafetensorsDir {
-        fn tensor(&self, name: &TensorName) -> Result<RawTensor> {
-            let key = name.hf();
-            let (file, ty, dims, range) = self
-                .tensors
-                .get(&key)
-                .ok_or_else(|| Error::MissingTensor(key.clone()))?;
+    impl SafetensorsDir {
+        fn get(&self, key: String) -> Result<RawTensor> {
+            let (file, ty, dims, range) =
+                self.tensors.get(&key).ok_or(Error::MissingTensor(key))?;
             Ok(RawTensor {
                 ty: *ty,
                 dims: dims.clone(),
@@ -185,8 +277,35 @@ mod native {
             })
         }
 
+        /// Gemma checkpoints name the pre-FFN norm `pre_feedforward_layernorm`
+        /// (their `post_attention_layernorm` is a sandwich norm); the others
+        /// call it `post_attention_layernorm`.
+        fn key(&self, name: &TensorName) -> String {
+            if let TensorName::FfnNorm(i) = *name {
+                let gemma = format!("model.layers.{i}.pre_feedforward_layernorm.weight");
+                if self.tensors.contains_key(&gemma) {
+                    return gemma;
+                }
+            }
+            name.hf()
+        }
+    }
+
+    impl WeightSource for SafetensorsDir {
+        fn tensor(&self, name: &TensorName) -> Result<RawTensor> {
+            self.get(self.key(name))
+        }
+
         fn contains(&self, name: &TensorName) -> bool {
-            self.tensors.contains_key(&name.hf())
+            self.tensors.contains_key(&self.key(name))
+        }
+
+        fn layer_tensor(&self, layer: usize, part: LayerTensor) -> Result<RawTensor> {
+            self.get(part.hf(layer))
+        }
+
+        fn contains_layer_tensor(&self, layer: usize, part: LayerTensor) -> bool {
+            self.tensors.contains_key(&part.hf(layer))
         }
     }
 }

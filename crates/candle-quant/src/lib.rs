@@ -2,10 +2,13 @@
 //! writer, ggml-compatible block formats with scalar reference kernels, fast
 //! SIMD kernels, and `QLinear`.
 
+pub mod deploy;
 pub mod gguf;
 pub mod kernels;
+#[cfg(feature = "tensor")]
 mod qlinear;
 pub mod quant;
 
+#[cfg(feature = "tensor")]
 pub use qlinear::{QLinear, WeightBytes};
 pub use quant::{QuantError, QuantType};

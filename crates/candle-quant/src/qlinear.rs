@@ -7,11 +7,9 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Storage, Tensor};
 
-use crate::kernels::{self, Isa, Kernel};
-use crate::quant::{
-    self, cast_blocks, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8_0, QuantError, QuantType,
-};
+use crate::kernels::matmul::{matmul_group, GroupMember, WeightBlocks};
+use crate::kernels::{self, Isa};
+use crate::quant::{self, QuantError, QuantType};
 
 /// Weight bytes that may live inside a larger buffer (typically a memory-mapped GGUF
 /// file) kept alive by an `Arc`, so layers borrow the mapping instead of copying it.
@@ -348,7 +346,7 @@ impl QLinear {
             let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
                 candle_core::Error::msg("contiguous tensor without contiguous offsets")
             })?;
-            self.matmul_cpu(bytes.as_slice(), &all[start..end], &mut out)?;
+            self.matmul_quantized(bytes.as_slice(), &all[start..end], &mut out)?;
         }
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
@@ -357,47 +355,153 @@ impl QLinear {
         Ok(Tensor::from_vec(out, out_dims, &Device::Cpu)?)
     }
 
-    fn matmul_cpu(&self, bytes: &[u8], x: &[f32], out: &mut [f32]) -> Result<(), QuantError> {
-        let pool = kernels::global_pool()?;
-        match self.ty {
-            QuantType::Q4_0 => self.run::<BlockQ4_0>(bytes, x, out, &pool),
-            QuantType::Q4_1 => self.run::<BlockQ4_1>(bytes, x, out, &pool),
-            QuantType::Q5_0 => self.run::<BlockQ5_0>(bytes, x, out, &pool),
-            QuantType::Q5_1 => self.run::<BlockQ5_1>(bytes, x, out, &pool),
-            QuantType::Q8_0 => self.run::<BlockQ8_0>(bytes, x, out, &pool),
-            QuantType::Q4K => self.run::<BlockQ4K>(bytes, x, out, &pool),
-            QuantType::Q5K => self.run::<BlockQ5K>(bytes, x, out, &pool),
-            QuantType::Q6K => self.run::<BlockQ6K>(bytes, x, out, &pool),
-            QuantType::F32 | QuantType::F16 | QuantType::BF16 => Err(QuantError::Unsupported {
-                op: "QLinear::forward",
-                ty: self.ty,
-                device: "the quantized CPU path".to_string(),
-            }),
+    /// `out = x · Wᵀ` on plain slices: no tensor is allocated, which is what a decoder
+    /// step wants. Float and upstream (CUDA/Metal) layers go through [`QLinear::forward`].
+    ///
+    /// x: [rows, in_features]; out: [rows, out_features]
+    ///
+    /// Bitwise equal to `forward` on the same values.
+    ///
+    /// ```
+    /// use candle_quant::{quant, QLinear, QuantType};
+    /// let w: Vec<f32> = (0..8 * 64).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+    /// let layer = QLinear::from_bytes(QuantType::Q4_1, 8, 64, quant::quantize(QuantType::Q4_1, &w).unwrap()).unwrap();
+    /// let x = vec![0.5f32; 64];
+    /// let mut y = vec![0f32; 8];
+    /// layer.forward_slice(&x, 1, &mut y).unwrap();
+    /// ```
+    pub fn forward_slice(&self, x: &[f32], rows: usize, out: &mut [f32]) -> Result<(), QuantError> {
+        const OP: &str = "QLinear::forward_slice";
+        self.check_slices(OP, x, rows, out)?;
+        match &self.weights {
+            Weights::Quantized(bytes) => self.matmul_quantized(bytes.as_slice(), x, out),
+            _ => self.forward_slice_via_tensor(x, rows, out),
         }
     }
 
-    fn run<B: Kernel>(
-        &self,
-        bytes: &[u8],
+    /// Multiplies one input by several layers (q/k/v, or gate/up): the input is quantized
+    /// once per activation format and all output rows are computed in one pool dispatch,
+    /// straight from each layer's weight bytes. Each output is bitwise equal to the
+    /// layer's own [`QLinear::forward_slice`].
+    ///
+    /// x: [rows, in_features] (the same `in_features` for every layer);
+    /// outs[k]: [rows, layers[k].out_features()]
+    ///
+    /// ```
+    /// use candle_quant::{quant, QLinear, QuantType};
+    /// let layer = |n: usize| {
+    ///     let w: Vec<f32> = (0..n * 64).map(|i| (i % 5) as f32 * 0.2 - 0.4).collect();
+    ///     QLinear::from_bytes(QuantType::Q8_0, n, 64, quant::quantize(QuantType::Q8_0, &w).unwrap()).unwrap()
+    /// };
+    /// let (q, k) = (layer(8), layer(4));
+    /// let x = vec![1.0f32; 64];
+    /// let (mut yq, mut yk) = (vec![0f32; 8], vec![0f32; 4]);
+    /// QLinear::forward_group(&[&q, &k], &x, 1, &mut [&mut yq, &mut yk]).unwrap();
+    /// ```
+    pub fn forward_group(
+        layers: &[&QLinear],
         x: &[f32],
-        out: &mut [f32],
-        pool: &kernels::ThreadPool,
+        rows: usize,
+        outs: &mut [&mut [f32]],
     ) -> Result<(), QuantError> {
-        let blocks = cast_blocks::<B>(bytes).ok_or(QuantError::ByteLength {
+        const OP: &str = "QLinear::forward_group";
+        if outs.len() != layers.len() {
+            return Err(QuantError::SliceLength {
+                op: OP,
+                what: "outs (one output slice per layer)",
+                expected: layers.len(),
+                got: outs.len(),
+            });
+        }
+        let Some(first) = layers.first() else {
+            return Ok(());
+        };
+        for (index, (layer, out)) in layers.iter().zip(outs.iter()).enumerate() {
+            if layer.in_features != first.in_features {
+                return Err(QuantError::GroupInFeatures {
+                    op: OP,
+                    index,
+                    expected: first.in_features,
+                    got: layer.in_features,
+                });
+            }
+            layer.check_slices(OP, x, rows, out)?;
+        }
+        let pool = kernels::global_pool()?;
+        let mut members = Vec::with_capacity(layers.len());
+        for (layer, out) in layers.iter().zip(outs.iter_mut()) {
+            match &layer.weights {
+                Weights::Quantized(bytes) => members.push(GroupMember {
+                    weights: layer.blocks(bytes.as_slice())?,
+                    out_features: layer.out_features,
+                    isa: layer.isa,
+                    out,
+                }),
+                _ => layer.forward_slice_via_tensor(x, rows, out)?,
+            }
+        }
+        matmul_group(&mut members, first.in_features, x, &pool);
+        Ok(())
+    }
+
+    fn check_slices(
+        &self,
+        op: &'static str,
+        x: &[f32],
+        rows: usize,
+        out: &[f32],
+    ) -> Result<(), QuantError> {
+        let expected_x = rows.checked_mul(self.in_features);
+        if expected_x != Some(x.len()) {
+            return Err(QuantError::SliceLength {
+                op,
+                what: "x (rows * in_features)",
+                expected: expected_x.unwrap_or(usize::MAX),
+                got: x.len(),
+            });
+        }
+        let expected_out = rows.checked_mul(self.out_features);
+        if expected_out != Some(out.len()) {
+            return Err(QuantError::SliceLength {
+                op,
+                what: "out (rows * out_features)",
+                expected: expected_out.unwrap_or(usize::MAX),
+                got: out.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn forward_slice_via_tensor(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
+        let x = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
+        let y = self.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        out.copy_from_slice(&y);
+        Ok(())
+    }
+
+    fn blocks<'a>(&self, bytes: &'a [u8]) -> Result<WeightBlocks<'a>, QuantError> {
+        WeightBlocks::new(self.ty, bytes).ok_or(QuantError::Unsupported {
             op: "QLinear::forward",
             ty: self.ty,
-            expected: self.out_features * self.ty.row_bytes(self.in_features)?,
-            got: bytes.len(),
-        })?;
-        kernels::matmul(
-            blocks,
-            self.out_features,
-            self.in_features,
-            x,
+            device: "the quantized CPU path".to_string(),
+        })
+    }
+
+    /// x: [m, in_features]; out: [m, out_features]
+    fn matmul_quantized(&self, bytes: &[u8], x: &[f32], out: &mut [f32]) -> Result<(), QuantError> {
+        let pool = kernels::global_pool()?;
+        let mut member = [GroupMember {
+            weights: self.blocks(bytes)?,
+            out_features: self.out_features,
+            isa: self.isa,
             out,
-            self.isa,
-            pool,
-        );
+        }];
+        matmul_group(&mut member, self.in_features, x, &pool);
         Ok(())
     }
 }

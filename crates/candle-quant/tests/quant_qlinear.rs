@@ -73,12 +73,35 @@ fn scalar_forward_is_the_reference_dot_for_every_format() {
     }
 }
 
+/// How far 8-bit activation quantization can move `ŵ · x` (f64), per activation block
+/// of `act_block` values with `a = max|x_block|`:
+/// - rounding each value to the f32 grid `d = a / 127` moves it by at most `a / 254`;
+/// - the 32-value blocks store `d` as f16 (relative error <= 2^-11), moving each of the
+///   |q| <= 127 steps by `a · 2^-11` in total;
+/// - Q8_1's block sum `s = f16(d Σq)` adds another 2^-11 of `|d Σq| <= 32 a`, times the
+///   weight minimum `|m| <= max|ŵ|` (the minimum is a block value, quantized to q = 0),
+///   and the scale term sees `|ŵ - m| <= |ŵ| + max|ŵ|`;
+///
+/// so `Σ_i |ŵ_i| · a (1/254 + 2^-11) + Σ_blocks 64 · max|ŵ| · a · 2^-11`. Q8_K keeps an
+/// f32 scale and is covered by the first term.
+fn activation_rounding_bound(wr: &[f32], x: &[f32], act_block: usize) -> f64 {
+    wr.chunks(act_block)
+        .zip(x.chunks(act_block))
+        .map(|(w, xb)| {
+            let a = xb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+            let wmax = w.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+            let wsum: f64 = w.iter().map(|&v| (v as f64).abs()).sum();
+            wsum * a * (1.0 / 254.0 + 1.0 / 2048.0)
+                + (w.len() / 32) as f64 * 64.0 * wmax * a / 2048.0
+        })
+        .sum()
+}
+
 /// Forward (fastest ISA) against f64 `x · ŴT` with Ŵ the dequantized weight.
 ///
-/// The only approximation besides float rounding is the 8-bit activation quantization:
-/// each activation moves by at most half its block's step, `max|x_block| / 254`, so
-/// `|y - x·ŴT| <= Σ_i |ŵ_i| · max|x_block(i)| / 254`, plus 1e-4 relative slack for the
-/// f32 arithmetic (bounded in src/kernels/tests.rs to far below this).
+/// The only approximation besides float rounding is the 8-bit activation quantization,
+/// bounded by [`activation_rounding_bound`], plus 1e-4 relative slack for the f32
+/// arithmetic (bounded in src/kernels/tests.rs to far below this).
 fn assert_forward_within_activation_rounding(
     ty: QuantType,
     w: &[f32],
@@ -94,18 +117,10 @@ fn assert_forward_within_activation_rounding(
     let act_block = if ty.block_elems() == 256 { 256 } else { 32 };
     for i in 0..m {
         let xi = &x[i * in_f..(i + 1) * in_f];
-        let block_max: Vec<f64> = xi
-            .chunks(act_block)
-            .map(|c| c.iter().fold(0f64, |a, &v| a.max(v.abs() as f64)))
-            .collect();
         for r in 0..out_f {
             let wr = &w_hat[r * in_f..(r + 1) * in_f];
             let exact: f64 = wr.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let bound: f64 = wr
-                .iter()
-                .enumerate()
-                .map(|(k, &a)| (a as f64).abs() * block_max[k / act_block] / 254.0)
-                .sum::<f64>()
+            let bound: f64 = activation_rounding_bound(wr, xi, act_block)
                 + 1e-4
                     * wr.iter()
                         .zip(xi)
@@ -175,14 +190,7 @@ fn forward_on_real_model_rows_matches_gguf_py_dequantization() {
             let wr = &w_hat[r * in_f..(r + 1) * in_f];
             let exact: f64 = wr.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
             // Same bound as above: activation rounding plus f32 slack.
-            let bound: f64 = wr
-                .iter()
-                .enumerate()
-                .map(|(k, &a)| {
-                    let blk = &x[k / act_block * act_block..(k / act_block + 1) * act_block];
-                    (a as f64).abs() * blk.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)) / 254.0
-                })
-                .sum::<f64>()
+            let bound: f64 = activation_rounding_bound(wr, &x, act_block)
                 + 1e-4
                     * wr.iter()
                         .zip(&x)
@@ -502,4 +510,154 @@ fn upstream_fallback_computes_the_same_product() {
             }
         }
     }
+}
+
+const ALL_BLOCK_TYPES: [QuantType; 8] = [
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q8_0,
+    QuantType::Q4K,
+    QuantType::Q5K,
+    QuantType::Q6K,
+];
+
+#[test]
+fn forward_slice_equals_forward_bitwise() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let (out_f, in_f) = (21, 512);
+    let w = random_vec(&mut rng, out_f * in_f, 0.4);
+    for ty in ALL_BLOCK_TYPES.into_iter().chain([QuantType::F32]) {
+        let layer = QLinear::from_bytes(ty, out_f, in_f, quant::quantize(ty, &w).unwrap()).unwrap();
+        for m in [1, 6] {
+            let x = random_vec(&mut rng, m * in_f, 1.0);
+            let mut y = vec![0f32; m * out_f];
+            layer.forward_slice(&x, m, &mut y).unwrap();
+            let expected = forward_vec(&layer, &x, m);
+            assert!(
+                y.iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty} m={m}"
+            );
+        }
+    }
+}
+
+/// A q/k/v-like group with formats needing all three activation kinds (as in Q4_K_M
+/// files, where v is Q6_K) plus a float layer: every output must be bitwise the layer's
+/// own result, for any thread count.
+#[test]
+fn forward_group_equals_each_layers_forward_bitwise() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let in_f = 256;
+    let layers: Vec<QLinear> = [
+        (QuantType::Q4K, 40),
+        (QuantType::Q6K, 16),
+        (QuantType::Q4_1, 33),
+        (QuantType::Q8_0, 7),
+        (QuantType::Q5_0, 18),
+        (QuantType::F16, 5),
+    ]
+    .into_iter()
+    .map(|(ty, out_f)| {
+        let w = random_vec(&mut rng, out_f * in_f, 0.3);
+        QLinear::from_bytes(ty, out_f, in_f, quant::quantize(ty, &w).unwrap()).unwrap()
+    })
+    .collect();
+    let refs: Vec<&QLinear> = layers.iter().collect();
+    for m in [1, 9] {
+        let x = random_vec(&mut rng, m * in_f, 1.5);
+        let expected: Vec<Vec<f32>> = layers.iter().map(|l| forward_vec(l, &x, m)).collect();
+        for threads in [1, 3] {
+            set_num_threads(threads).unwrap();
+            let mut outs: Vec<Vec<f32>> = layers
+                .iter()
+                .map(|l| vec![f32::NAN; m * l.out_features()])
+                .collect();
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            QLinear::forward_group(&refs, &x, m, &mut out_refs).unwrap();
+            for (k, (got, want)) in outs.iter().zip(&expected).enumerate() {
+                assert!(
+                    got.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "layer {k} ({}) m={m} threads={threads}",
+                    layers[k].quant_type()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn slice_apis_reject_bad_lengths_with_typed_errors() {
+    let w = vec![0.5f32; 4 * 64];
+    let a = QLinear::from_bytes(
+        QuantType::Q8_0,
+        4,
+        64,
+        quant::quantize(QuantType::Q8_0, &w).unwrap(),
+    )
+    .unwrap();
+    let b = QLinear::from_bytes(
+        QuantType::Q8_0,
+        8,
+        32,
+        quant::quantize(QuantType::Q8_0, &w).unwrap(),
+    )
+    .unwrap();
+    let x = vec![1f32; 64];
+    let mut y = vec![0f32; 4];
+    let err = a.forward_slice(&x[..63], 1, &mut y).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuantError::SliceLength {
+                expected: 64,
+                got: 63,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = a.forward_slice(&x, 1, &mut y[..3]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuantError::SliceLength {
+                expected: 4,
+                got: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut z = vec![0f32; 8];
+    let err = QLinear::forward_group(&[&a, &b], &x, 1, &mut [&mut y, &mut z]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuantError::GroupInFeatures {
+                index: 1,
+                expected: 64,
+                got: 32,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = QLinear::forward_group(&[&a, &a], &x, 1, &mut [&mut y]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuantError::SliceLength {
+                expected: 2,
+                got: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

@@ -4,7 +4,7 @@ use crate::models;
 use anyhow::{bail, Context};
 use candle_engine::chat::Message;
 use candle_engine::generate::{generate, Event, FinishReason, GenerationParams};
-use candle_engine::kv_cache::KvCache;
+use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::sampling::SamplingParams;
 use std::io::Write;
@@ -26,6 +26,33 @@ pub struct ModelArgs {
     /// Device to run on: cpu, cuda:N or metal:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Element type of the KV cache: f16 (half the memory, llama.cpp's
+    /// default rounding) or f32 (exact).
+    #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
+    kv_cache: KvCacheType,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum KvCacheType {
+    F16,
+    F32,
+}
+
+impl ModelArgs {
+    /// A one-sequence cache for `model` in the requested precision.
+    fn new_cache(&self, model: &Model) -> anyhow::Result<KvCache> {
+        let precision = match self.kv_cache {
+            KvCacheType::F16 => KvPrecision::F16,
+            KvCacheType::F32 => KvPrecision::F32,
+        };
+        Ok(KvCache::with_precision(
+            &model.decoder.cache_geometry(),
+            1,
+            model.max_context,
+            PREFILL_CHUNK,
+            precision,
+        )?)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -140,12 +167,7 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         args.prompt.clone()
     };
     let ids = model.tokenizer.encode(&prompt, true)?;
-    let mut cache = KvCache::new(
-        &model.decoder.cache_geometry(),
-        1,
-        model.max_context,
-        PREFILL_CHUNK,
-    )?;
+    let mut cache = args.model.new_cache(&model)?;
     let stats = stream(&model, &mut cache, &ids, &params)?;
     stats.report();
     Ok(())
@@ -159,12 +181,7 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
     if let Some(system) = &args.system {
         messages.push(Message::new("system", system));
     }
-    let mut cache = KvCache::new(
-        &model.decoder.cache_geometry(),
-        1,
-        model.max_context,
-        PREFILL_CHUNK,
-    )?;
+    let mut cache = args.model.new_cache(&model)?;
     eprintln!("Type a message and press Enter; an empty line or Ctrl-D quits.");
     let stdin = std::io::stdin();
     loop {

@@ -1,9 +1,11 @@
 //! `hanzo-candle`: the Hanzo Candle command-line tool.
 
+mod bench;
 mod demo;
 mod generate;
 mod inspect;
 mod models;
+mod quantize;
 mod sample;
 
 use clap::{Parser, Subcommand};
@@ -29,11 +31,17 @@ enum Command {
     Chat(generate::ChatArgs),
     /// Print a GGUF file's metadata and tensor table (validating it first).
     Inspect(inspect::InspectArgs),
+    /// Quantize a Hugging Face safetensors directory to a GGUF file
+    /// (q4_k_m, q5_k_m, q8_0, q4_0) that this tool and llama.cpp load.
+    Quantize(quantize::QuantizeArgs),
     /// Bayesian logistic regression on a CSV file by NUTS, with a posterior summary.
     Sample(sample::SampleArgs),
     /// Demonstrate the HIP-19 operation surface: dtype promotion, softmax,
     /// RoPE and tiled causal attention on a long random sequence.
     Demo(demo::DemoArgs),
+    /// Time loading, time to first token, prefill and decode, and compare
+    /// decode with the memory-bandwidth limit.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,7 +49,9 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run_generate(&args),
         Command::Chat(args) => generate::run_chat(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Quantize(args) => quantize::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -220,6 +220,7 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
+    #[cfg(feature = "tensor")]
     #[error("gguf: tensor {tensor:?}: {source}")]
     Candle {
         tensor: String,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+#[cfg(feature = "tensor")]
 use candle_core::{DType, Device, Tensor};
 
 use super::cursor::Cursor;
@@ -92,6 +93,7 @@ impl TensorView<'_> {
     /// assert_eq!(w.to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
     /// # Ok::<(), candle_quant::gguf::GgufError>(())
     /// ```
+    #[cfg(feature = "tensor")]
     pub fn to_candle(&self, device: &Device) -> Result<Tensor> {
         let dtype = match self.info.ggml_type {
             GgmlType::F32 => DType::F32,

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Write;
 
+#[cfg(feature = "tensor")]
 use candle_core::{DType, Tensor};
 
 use super::error::{GgufError, Result};
@@ -142,6 +143,7 @@ impl<'d> GgufWriter<'d> {
     ///
     /// tensor: any shape of rank 1..=4; it is written with the dims reversed
     /// into ggml order.
+    #[cfg(feature = "tensor")]
     pub fn add_candle_tensor(&mut self, name: &str, tensor: &Tensor) -> Result<&mut Self> {
         let candle_err = |source| GgufError::Candle {
             tensor: name.to_owned(),

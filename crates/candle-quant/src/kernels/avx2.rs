@@ -2,8 +2,7 @@
 //! those CPU features; [`super`] hands them out only after run-time detection.
 //!
 //! Integer parts are exact (the activation quants never hold -128, so `maddubs` cannot
-//! saturate); only the f32 arithmetic differs from the scalar reference: the order of
-//! accumulation, and for Q4_0/Q5_0 a bias applied through the activation sums.
+//! saturate); only the order of the f32 accumulation differs from the scalar reference.
 
 #[cfg(target_arch = "x86")]
 use std::arch::x86::*;
@@ -13,8 +12,8 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use crate::quant::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8A, BlockQ8K,
-    BlockQ8_0,
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_1,
 };
 
 #[inline]
@@ -66,11 +65,35 @@ unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
-/// Σ of i8 * i8 products; `y` must not contain -128 (`x` may).
+/// Signed weight quants as `(|q|, q)`: `|q|` feeds `maddubs` as unsigned bytes and `q`
+/// carries the signs onto the activations. Split once per weight block so the
+/// four-row kernels pay for `|q|` once.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+unsafe fn parts_signed(q: __m256i) -> (__m256i, __m256i) {
+    (_mm256_sign_epi8(q, q), q)
+}
+
+/// Unsigned weight quants need no sign transfer.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn parts_unsigned(q: __m256i) -> (__m256i, __m256i) {
+    (q, q)
+}
+
+/// Σ of i8 * i8 products from [`parts_signed`]; `y` must not contain -128 (the
+/// weights may: |-128| is exact as u8).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_signed(parts: (__m256i, __m256i), y: __m256i) -> __m256i {
+    dot_u8_i8(parts.0, _mm256_sign_epi8(y, parts.1))
+}
+
+/// Σ of u8 * i8 products from [`parts_unsigned`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_unsigned(parts: (__m256i, __m256i), y: __m256i) -> __m256i {
+    dot_u8_i8(parts.0, y)
 }
 
 #[inline]
@@ -80,37 +103,54 @@ unsafe fn load_i8x32(p: &[i8; 32]) -> __m256i {
 }
 
 /// One block's contribution, as 8 lanes of exact integer sums converted to f32.
-/// `$prep` unpacks the weights once; `$mul` is `dot_i8_i8` (signed quants, Q8_0) or
-/// `dot_u8_i8` (unsigned quants).
+/// `$q` is the weight block split by `parts_signed` / `parts_unsigned`, `$mul` the
+/// matching `mul_signed` / `mul_unsigned`.
 macro_rules! block_isum {
     ($q:expr, $mul:ident, $a:expr) => {
         _mm256_cvtepi32_ps($mul($q, load_i8x32(&$a.qs)))
     };
 }
 
+/// The f32 total of the two lane accumulators plus, for the offset formats, the
+/// scalar offset terms (skipped for symmetric formats rather than adding zeros).
+macro_rules! finish {
+    ($acc:expr, $offsets:expr, $has_offset:expr) => {{
+        let total = hsum_ps(_mm256_add_ps($acc[0], $acc[1]));
+        if $has_offset {
+            total + ($offsets[0] + $offsets[1])
+        } else {
+            total
+        }
+    }};
+}
+
 /// Two independent accumulators: one FMA chain per block would bound the loop by the
 /// FMA latency (4 cycles) rather than by loads.
 macro_rules! unrolled_dot {
-    ($w:expr, $a:expr, $prep:ident, $mul:ident, $wscale:ident, $ascale:ident) => {{
+    ($w:expr, $a:expr, $prep:ident, $parts:ident, $mul:ident, $wscale:ident, $ascale:ident, $has_offset:expr) => {{
         let (w, a) = ($w, $a);
         let mut acc = [_mm256_setzero_ps(); 2];
         let mut offsets = [0f32; 2];
         for (w2, a2) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
             for k in 0..2 {
                 let (scale, offset) = $ascale($wscale(&w2[k]), &a2[k]);
-                let isum = block_isum!($prep(&w2[k]), $mul, a2[k]);
+                let isum = block_isum!($parts($prep(&w2[k])), $mul, a2[k]);
                 acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[k]);
-                offsets[k] += offset;
+                if $has_offset {
+                    offsets[k] += offset;
+                }
             }
         }
         let done = w.len().min(a.len()) / 2 * 2;
         for (w, a) in w[done..].iter().zip(&a[done..]) {
             let (scale, offset) = $ascale($wscale(w), a);
-            let isum = block_isum!($prep(w), $mul, a);
+            let isum = block_isum!($parts($prep(w)), $mul, a);
             acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[0]);
-            offsets[0] += offset;
+            if $has_offset {
+                offsets[0] += offset;
+            }
         }
-        hsum_ps(_mm256_add_ps(acc[0], acc[1])) + (offsets[0] + offsets[1])
+        finish!(acc, offsets, $has_offset)
     }};
 }
 
@@ -118,8 +158,8 @@ macro_rules! unrolled_dot {
 /// Every row goes through exactly the operations of `unrolled_dot`, so each result is
 /// bitwise equal to the single-row kernel's (batch composition never changes a value).
 macro_rules! unrolled_dot4 {
-    ($w:expr, $a:expr, $prep:ident, $mul:ident, $wscale:ident, $ascale:ident) => {{
-        let (w, a): (_, [&[BlockQ8A]; 4]) = ($w, $a);
+    ($w:expr, $a:expr, $prep:ident, $parts:ident, $mul:ident, $wscale:ident, $ascale:ident, $has_offset:expr) => {{
+        let (w, a) = ($w, $a);
         let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
         let mut acc = [[_mm256_setzero_ps(); 2]; 4];
         let mut offsets = [[0f32; 2]; 4];
@@ -127,39 +167,44 @@ macro_rules! unrolled_dot4 {
         for p in 0..pairs {
             for k in 0..2 {
                 let b = 2 * p + k;
-                let q = $prep(&w[b]);
+                let q = $parts($prep(&w[b]));
                 let ws = $wscale(&w[b]);
                 for r in 0..4 {
                     let (scale, offset) = $ascale(ws, &a[r][b]);
                     let isum = block_isum!(q, $mul, a[r][b]);
                     acc[r][k] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[r][k]);
-                    offsets[r][k] += offset;
+                    if $has_offset {
+                        offsets[r][k] += offset;
+                    }
                 }
             }
         }
         if n % 2 == 1 {
             let b = n - 1;
-            let q = $prep(&w[b]);
+            let q = $parts($prep(&w[b]));
             let ws = $wscale(&w[b]);
             for r in 0..4 {
                 let (scale, offset) = $ascale(ws, &a[r][b]);
                 let isum = block_isum!(q, $mul, a[r][b]);
                 acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(scale), isum, acc[r][0]);
-                offsets[r][0] += offset;
+                if $has_offset {
+                    offsets[r][0] += offset;
+                }
             }
         }
         let mut out = [0f32; 4];
         for r in 0..4 {
-            out[r] = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1])) + (offsets[r][0] + offsets[r][1]);
+            out[r] = finish!(acc[r], offsets[r], $has_offset);
         }
         out
     }};
 }
 
+/// Signed -8..=7 (the bias applied in the integer domain, as llama.cpp does).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn prep_q4_0(w: &BlockQ4_0) -> __m256i {
-    unpack_nibbles(w.qs.as_ptr())
+    _mm256_sub_epi8(unpack_nibbles(w.qs.as_ptr()), _mm256_set1_epi8(8))
 }
 
 #[inline]
@@ -168,13 +213,15 @@ unsafe fn prep_q4_1(w: &BlockQ4_1) -> __m256i {
     unpack_nibbles(w.qs.as_ptr())
 }
 
+/// Signed -16..=15.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn prep_q5_0(w: &BlockQ5_0) -> __m256i {
-    _mm256_or_si256(
+    let unbiased = _mm256_or_si256(
         unpack_nibbles(w.qs.as_ptr()),
         high_bits_to_0x10(u32::from_le_bytes(w.qh)),
-    )
+    );
+    _mm256_sub_epi8(unbiased, _mm256_set1_epi8(16))
 }
 
 #[inline]
@@ -186,7 +233,7 @@ unsafe fn prep_q5_1(w: &BlockQ5_1) -> __m256i {
     )
 }
 
-/// Weights may hold -128 (its absolute value 128 is exact as u8 in `dot_i8_i8`);
+/// Weights may hold -128 (its absolute value 128 is exact as u8 in `mul_signed`);
 /// activations never do.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -203,13 +250,15 @@ macro_rules! weight_scale {
         }
     };
 }
+weight_scale!(d_q4_0, BlockQ4_0);
+weight_scale!(d_q5_0, BlockQ5_0);
 weight_scale!(d_q8_0, BlockQ8_0);
 
 /// `(d_w * d_a, 0)` for the symmetric formats.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn symmetric_scale(d: f32, a: &BlockQ8A) -> (f32, f32) {
-    (d * a.d, 0.0)
+unsafe fn symmetric_scale(d: f32, a: &BlockQ8_0) -> (f32, f32) {
+    (d * f16_to_f32(a.d), 0.0)
 }
 
 /// The adjacent f16 `d` and `m` that open a Q4_1/Q5_1 block, converted in one go.
@@ -226,29 +275,13 @@ macro_rules! weight_scale_min {
 weight_scale_min!(dm_q4_1, BlockQ4_1);
 weight_scale_min!(dm_q5_1, BlockQ5_1);
 
-/// `[d, bias * d]` for the biased symmetric formats: Σ (q + bias)·a is computed as
-/// Σ q·a (unsigned, no sign fix-ups) plus `bias * d_w * sum_a` (bias is a power of two,
-/// so `bias * d` is exact).
-macro_rules! weight_scale_bias {
-    ($name:ident, $block:ty, $bias:expr) => {
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name(w: &$block) -> __m128 {
-            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(w.d.to_bits() as i32));
-            _mm_mul_ps(_mm_shuffle_ps(d, d, 0), _mm_setr_ps(1.0, $bias, 0.0, 0.0))
-        }
-    };
-}
-weight_scale_bias!(db_q4_0, BlockQ4_0, -8.0);
-weight_scale_bias!(db_q5_0, BlockQ5_0, -16.0);
-
-/// `(d_w * d_a, m_w * sum_a)` with one multiply of `[d_w, m_w]` by the adjacent
-/// `[d_a, sum_a]` (for Q4_1/Q5_1 the same two f32 products as the scalar reference).
+/// `(d_w * d_a, m_w * s_a)` with one multiply of `[d_w, m_w]` by the adjacent f16
+/// `[d_a, s_a]` (the same two f32 products as the scalar reference).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn affine_scale(dm: __m128, a: &BlockQ8A) -> (f32, f32) {
-    let act = _mm_castpd_ps(_mm_load_sd(a as *const BlockQ8A as *const f64));
-    let products = _mm_mul_ps(dm, act);
+unsafe fn affine_scale(dm: __m128, a: &BlockQ8_1) -> (f32, f32) {
+    let bits = std::ptr::read_unaligned(a as *const BlockQ8_1 as *const i32);
+    let products = _mm_mul_ps(dm, _mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
     (
         _mm_cvtss_f32(products),
         _mm_cvtss_f32(_mm_movehdup_ps(products)),
@@ -256,19 +289,19 @@ unsafe fn affine_scale(dm: __m128, a: &BlockQ8A) -> (f32, f32) {
 }
 
 macro_rules! kernels_32 {
-    ($dot:ident, $dot4:ident, $block:ty, $prep:ident, $mul:ident, $wscale:ident, $ascale:ident) => {
+    ($dot:ident, $dot4:ident, $block:ty, $act:ty, $prep:ident, $parts:ident, $mul:ident, $wscale:ident, $ascale:ident, $has_offset:expr) => {
         /// # Safety
         /// Requires AVX2, FMA and F16C.
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $dot(w: &[$block], a: &[BlockQ8A]) -> f32 {
-            unrolled_dot!(w, a, $prep, $mul, $wscale, $ascale)
+        pub unsafe fn $dot(w: &[$block], a: &[$act]) -> f32 {
+            unrolled_dot!(w, a, $prep, $parts, $mul, $wscale, $ascale, $has_offset)
         }
 
         /// # Safety
         /// Requires AVX2, FMA and F16C.
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $dot4(w: &[$block], a: [&[BlockQ8A]; 4]) -> [f32; 4] {
-            unrolled_dot4!(w, a, $prep, $mul, $wscale, $ascale)
+        pub unsafe fn $dot4(w: &[$block], a: [&[$act]; 4]) -> [f32; 4] {
+            unrolled_dot4!(w, a, $prep, $parts, $mul, $wscale, $ascale, $has_offset)
         }
     };
 }
@@ -277,46 +310,61 @@ kernels_32!(
     dot_q4_0,
     dot4_q4_0,
     BlockQ4_0,
+    BlockQ8_0,
     prep_q4_0,
-    dot_u8_i8,
-    db_q4_0,
-    affine_scale
+    parts_signed,
+    mul_signed,
+    d_q4_0,
+    symmetric_scale,
+    false
 );
 kernels_32!(
     dot_q4_1,
     dot4_q4_1,
     BlockQ4_1,
+    BlockQ8_1,
     prep_q4_1,
-    dot_u8_i8,
+    parts_unsigned,
+    mul_unsigned,
     dm_q4_1,
-    affine_scale
+    affine_scale,
+    true
 );
 kernels_32!(
     dot_q5_0,
     dot4_q5_0,
     BlockQ5_0,
+    BlockQ8_0,
     prep_q5_0,
-    dot_u8_i8,
-    db_q5_0,
-    affine_scale
+    parts_signed,
+    mul_signed,
+    d_q5_0,
+    symmetric_scale,
+    false
 );
 kernels_32!(
     dot_q5_1,
     dot4_q5_1,
     BlockQ5_1,
+    BlockQ8_1,
     prep_q5_1,
-    dot_u8_i8,
+    parts_unsigned,
+    mul_unsigned,
     dm_q5_1,
-    affine_scale
+    affine_scale,
+    true
 );
 kernels_32!(
     dot_q8_0,
     dot4_q8_0,
     BlockQ8_0,
+    BlockQ8_0,
     prep_q8_0,
-    dot_i8_i8,
+    parts_signed,
+    mul_signed,
     d_q8_0,
-    symmetric_scale
+    symmetric_scale,
+    false
 );
 
 /// Lane-wise parts of Σ_j m[j] · (sum of the activation quants of sub-block j), the

@@ -1,8 +1,17 @@
 //! The threaded matmul driver: quantize activations once, then split output rows.
+//!
+//! A group of layers sharing one input (q/k/v, gate/up) runs as one job: one activation
+//! quantization per activation format and one pool dispatch for all of their rows.
+
+use std::cell::Cell;
+use std::ops::Range;
 
 use super::{Kernel, ThreadPool};
 use crate::kernels::Isa;
-use crate::quant::{quantize_activations, ActBlock};
+use crate::quant::{
+    ActBlock, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
+    BlockQ8_0, BlockQ8_1, QuantType,
+};
 
 /// Output rows per task when one activation row is multiplied (decode): small enough to
 /// balance 2–16 threads on a 576-row layer, large enough to amortise task claiming.
@@ -14,78 +23,235 @@ const PREFILL_ACT_TILE: usize = 32;
 /// Raw output pointer shared by tasks that write disjoint elements.
 struct SharedOut(*mut f32);
 // SAFETY: tasks write disjoint indices (one output row range each) and the pool joins
-// all of them before the borrow of `out` ends.
+// all of them before the borrow of the output ends.
 unsafe impl Sync for SharedOut {}
 
-/// `out = x · wᵀ` for quantized `w`.
+/// Activation blocks of one input, per format, reused from call to call on a thread.
+#[derive(Default)]
+struct Activations {
+    q8_0: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
+    q8_k: Vec<BlockQ8K>,
+}
+
+/// An activation format with its slot in [`Activations`].
+trait StoredAct: ActBlock {
+    fn slot(acts: &Activations) -> &[Self];
+}
+
+macro_rules! stored_act {
+    ($ty:ty, $field:ident) => {
+        impl StoredAct for $ty {
+            fn slot(acts: &Activations) -> &[Self] {
+                &acts.$field
+            }
+        }
+    };
+}
+stored_act!(BlockQ8_0, q8_0);
+stored_act!(BlockQ8_1, q8_1);
+stored_act!(BlockQ8K, q8_k);
+
+thread_local! {
+    /// Taken (not borrowed) for the duration of a call, so a nested call on the same
+    /// thread simply allocates its own.
+    static SCRATCH: Cell<Activations> = Cell::new(Activations::default());
+}
+
+/// A layer's weight blocks viewed as their block type.
+#[derive(Clone, Copy)]
+pub(crate) enum WeightBlocks<'a> {
+    Q4_0(&'a [BlockQ4_0]),
+    Q4_1(&'a [BlockQ4_1]),
+    Q5_0(&'a [BlockQ5_0]),
+    Q5_1(&'a [BlockQ5_1]),
+    Q8_0(&'a [BlockQ8_0]),
+    Q4K(&'a [BlockQ4K]),
+    Q5K(&'a [BlockQ5K]),
+    Q6K(&'a [BlockQ6K]),
+}
+
+macro_rules! with_blocks {
+    ($w:expr, $blocks:ident => $body:expr) => {
+        match $w {
+            WeightBlocks::Q4_0($blocks) => $body,
+            WeightBlocks::Q4_1($blocks) => $body,
+            WeightBlocks::Q5_0($blocks) => $body,
+            WeightBlocks::Q5_1($blocks) => $body,
+            WeightBlocks::Q8_0($blocks) => $body,
+            WeightBlocks::Q4K($blocks) => $body,
+            WeightBlocks::Q5K($blocks) => $body,
+            WeightBlocks::Q6K($blocks) => $body,
+        }
+    };
+}
+
+impl<'a> WeightBlocks<'a> {
+    /// `bytes` as blocks of `ty`; `None` for the float types or when the length or
+    /// alignment does not fit the block type.
+    pub(crate) fn new(ty: QuantType, bytes: &'a [u8]) -> Option<WeightBlocks<'a>> {
+        use crate::quant::cast_blocks;
+        Some(match ty {
+            QuantType::Q4_0 => WeightBlocks::Q4_0(cast_blocks(bytes)?),
+            QuantType::Q4_1 => WeightBlocks::Q4_1(cast_blocks(bytes)?),
+            QuantType::Q5_0 => WeightBlocks::Q5_0(cast_blocks(bytes)?),
+            QuantType::Q5_1 => WeightBlocks::Q5_1(cast_blocks(bytes)?),
+            QuantType::Q8_0 => WeightBlocks::Q8_0(cast_blocks(bytes)?),
+            QuantType::Q4K => WeightBlocks::Q4K(cast_blocks(bytes)?),
+            QuantType::Q5K => WeightBlocks::Q5K(cast_blocks(bytes)?),
+            QuantType::Q6K => WeightBlocks::Q6K(cast_blocks(bytes)?),
+            QuantType::F32 | QuantType::F16 | QuantType::BF16 => return None,
+        })
+    }
+}
+
+/// One layer of a grouped matmul: its weights and where its output goes.
+pub(crate) struct GroupMember<'a> {
+    pub weights: WeightBlocks<'a>,
+    pub out_features: usize,
+    pub isa: Isa,
+    /// [m, out_features]
+    pub out: &'a mut [f32],
+}
+
+/// `out = x · wᵀ` for every member's quantized `w`, with one x: [m, in_features]:
+/// x is quantized once per activation format and the pool is dispatched once.
 ///
-/// weights: [out_features, in_features / B::ELEMS] blocks, row-major;
-/// x: [m, in_features] f32; out: [m, out_features] f32.
-///
-/// Every output element is computed on one thread by the `isa` dot product (or its
-/// four-row variant, which is bitwise equal), so the result is bitwise independent of
-/// the pool's thread count and of the other rows in the batch.
+/// Each member's weights are [out_features, in_features / B::ELEMS] blocks, row-major,
+/// and its `out` is [m, out_features]. Every output element is computed on one thread
+/// by the member's `isa` dot product (or its four-row variant, which is bitwise equal),
+/// so the result is bitwise independent of the pool's thread count, of the other rows
+/// in the batch and of the other members of the group.
 ///
 /// The caller guarantees the shapes (`QLinear` validates them at its boundary).
-pub fn matmul<B: Kernel>(
-    weights: &[B],
-    out_features: usize,
+pub(crate) fn matmul_group(
+    members: &mut [GroupMember<'_>],
     in_features: usize,
     x: &[f32],
-    out: &mut [f32],
-    isa: Isa,
     pool: &ThreadPool,
 ) {
-    let blocks_per_row = in_features / B::ELEMS;
-    let acts_per_row = in_features / <B::Act as ActBlock>::ELEMS;
     let m = x.len() / in_features;
-    debug_assert_eq!(weights.len(), out_features * blocks_per_row);
-    debug_assert_eq!(out.len(), m * out_features);
-    let acts = quantize_rows::<B::Act>(x, in_features, pool);
-    let dot = B::dot_fn(isa);
-    let dot4 = B::dot4_fn(isa);
-    let rows_per_task = if m == 1 {
+    let mut acts = SCRATCH.with(Cell::take);
+    let needs = |pred: fn(&WeightBlocks) -> bool| members.iter().any(|l| pred(&l.weights));
+    if needs(|w| {
+        matches!(
+            w,
+            WeightBlocks::Q4_0(_) | WeightBlocks::Q5_0(_) | WeightBlocks::Q8_0(_)
+        )
+    }) {
+        quantize_rows(&mut acts.q8_0, x, in_features, pool);
+    }
+    if needs(|w| matches!(w, WeightBlocks::Q4_1(_) | WeightBlocks::Q5_1(_))) {
+        quantize_rows(&mut acts.q8_1, x, in_features, pool);
+    }
+    if needs(|w| {
+        matches!(
+            w,
+            WeightBlocks::Q4K(_) | WeightBlocks::Q5K(_) | WeightBlocks::Q6K(_)
+        )
+    }) {
+        quantize_rows(&mut acts.q8_k, x, in_features, pool);
+    }
+    // (first task, rows per task) of each member, then the total.
+    let mut first_task = Vec::with_capacity(members.len());
+    let mut n_tasks = 0;
+    for member in members.iter() {
+        let per = rows_per_task(member.out_features, m, pool);
+        first_task.push((n_tasks, per));
+        n_tasks += member.out_features.div_ceil(per);
+    }
+    let targets: Vec<(WeightBlocks, usize, Isa, SharedOut)> = members
+        .iter_mut()
+        .map(|l| {
+            (
+                l.weights,
+                l.out_features,
+                l.isa,
+                SharedOut(l.out.as_mut_ptr()),
+            )
+        })
+        .collect();
+    let acts_ref = &acts;
+    pool.run(n_tasks, &|task| {
+        let k = first_task.partition_point(|&(first, _)| first <= task) - 1;
+        let (first, per) = first_task[k];
+        let (weights, out_features, isa, ref out) = targets[k];
+        let local = task - first;
+        let rows = local * per..((local + 1) * per).min(out_features);
+        with_blocks!(weights, w => compute_rows(
+            w,
+            in_features,
+            StoredAct::slot(acts_ref),
+            m,
+            rows,
+            out,
+            out_features,
+            isa,
+        ));
+    });
+    SCRATCH.with(|s| s.set(acts));
+}
+
+fn rows_per_task(out_features: usize, m: usize, pool: &ThreadPool) -> usize {
+    if m == 1 {
         DECODE_ROWS_PER_TASK
     } else {
         (out_features / (4 * pool.num_threads())).clamp(4, 64)
-    };
-    let n_tasks = out_features.div_ceil(rows_per_task);
-    let out_ptr = SharedOut(out.as_mut_ptr());
-    let out_ptr = &out_ptr;
-    pool.run(n_tasks, &|task| {
-        let rows = task * rows_per_task..((task + 1) * rows_per_task).min(out_features);
-        for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
-            let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);
-            for r in rows.clone() {
-                let w_row = &weights[r * blocks_per_row..(r + 1) * blocks_per_row];
-                let a_row = |i: usize| &acts[i * acts_per_row..(i + 1) * acts_per_row];
-                // SAFETY: (i, r) is in bounds and only this task owns output row r.
-                let store = |i: usize, v: f32| unsafe { *out_ptr.0.add(i * out_features + r) = v };
-                let mut i = tile.start;
-                if let Some(dot4) = dot4 {
-                    while i + 4 <= tile.end {
-                        let y = dot4(w_row, [a_row(i), a_row(i + 1), a_row(i + 2), a_row(i + 3)]);
-                        y.into_iter().enumerate().for_each(|(k, v)| store(i + k, v));
-                        i += 4;
-                    }
-                }
-                for i in i..tile.end {
-                    store(i, dot(w_row, a_row(i)));
-                }
-            }
-        }
-    });
+    }
 }
 
-/// Quantizes every row of x: [m, in_features]; rows in parallel when there are many.
-fn quantize_rows<A: ActBlock>(x: &[f32], in_features: usize, pool: &ThreadPool) -> Vec<A> {
-    let m = x.len() / in_features;
-    if m < 8 {
-        return quantize_activations(x);
+/// Output rows `rows` (of `out_features`) for all `m` activation rows.
+#[allow(clippy::too_many_arguments)]
+fn compute_rows<B: Kernel>(
+    weights: &[B],
+    in_features: usize,
+    acts: &[B::Act],
+    m: usize,
+    rows: Range<usize>,
+    out: &SharedOut,
+    out_features: usize,
+    isa: Isa,
+) {
+    let blocks_per_row = in_features / B::ELEMS;
+    let acts_per_row = in_features / <B::Act as ActBlock>::ELEMS;
+    let dot = B::dot_fn(isa);
+    let dot4 = B::dot4_fn(isa);
+    let a_row = |i: usize| &acts[i * acts_per_row..(i + 1) * acts_per_row];
+    // SAFETY: (i, r) is in bounds and only this task owns output row r.
+    let store = |i: usize, r: usize, v: f32| unsafe { *out.0.add(i * out_features + r) = v };
+    for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
+        let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);
+        for r in rows.clone() {
+            let w_row = &weights[r * blocks_per_row..(r + 1) * blocks_per_row];
+            let mut i = tile.start;
+            if let Some(dot4) = dot4 {
+                while i + 4 <= tile.end {
+                    let y = dot4(w_row, [a_row(i), a_row(i + 1), a_row(i + 2), a_row(i + 3)]);
+                    y.into_iter()
+                        .enumerate()
+                        .for_each(|(k, v)| store(i + k, r, v));
+                    i += 4;
+                }
+            }
+            for i in i..tile.end {
+                store(i, r, dot(w_row, a_row(i)));
+            }
+        }
     }
+}
+
+/// Quantizes every row of x: [m, in_features] into `slot` (reusing its allocation);
+/// rows in parallel when there are many.
+fn quantize_rows<A: ActBlock>(slot: &mut Vec<A>, x: &[f32], in_features: usize, pool: &ThreadPool) {
+    let m = x.len() / in_features;
     let per_row = in_features / A::ELEMS;
-    let mut acts = vec![<A as bytemuck::Zeroable>::zeroed(); m * per_row];
-    let acts_ptr = SharedActs(acts.as_mut_ptr());
+    slot.clear();
+    if m < 8 {
+        slot.extend(x.chunks_exact(A::ELEMS).map(A::quantize));
+        return;
+    }
+    slot.resize(m * per_row, <A as bytemuck::Zeroable>::zeroed());
+    let acts_ptr = SharedActs(slot.as_mut_ptr());
     let acts_ptr = &acts_ptr;
     pool.run(m, &|i| {
         let row = &x[i * in_features..(i + 1) * in_features];
@@ -94,7 +260,6 @@ fn quantize_rows<A: ActBlock>(x: &[f32], in_features: usize, pool: &ThreadPool) 
             unsafe { *acts_ptr.0.add(i * per_row + j) = A::quantize(chunk) };
         }
     });
-    acts
 }
 
 struct SharedActs<A>(*mut A);

@@ -3,12 +3,11 @@
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod avx2;
-mod matmul;
+pub(crate) mod matmul;
 mod pool;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 
-pub use matmul::matmul;
 pub use pool::{default_num_threads, global_pool, num_threads, set_num_threads, ThreadPool};
 
 use crate::quant::{

@@ -5,7 +5,7 @@
 
 use core::arch::wasm32::*;
 
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// Σ x[i] * y[i] over 16 signed bytes, as 4 i32 lanes.
 #[inline]
@@ -48,7 +48,7 @@ fn nibbles(qs: &[u8; 16]) -> (v128, v128) {
     (v128_and(packed, u8x16_splat(0x0F)), u8x16_shr(packed, 4))
 }
 
-pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
+pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = f32x4_splat(0.0);
     for (w, a) in w.iter().zip(a) {
         let (lo, hi) = nibbles(&w.qs);
@@ -58,33 +58,33 @@ pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
             dot16(i8x16_sub(lo, bias), a_lo),
             dot16(i8x16_sub(hi, bias), a_hi),
         );
-        let scale = f32x4_splat(w.d.to_f32() * a.d);
+        let scale = f32x4_splat(w.d.to_f32() * a.d.to_f32());
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), scale));
     }
     hsum(acc)
 }
 
-pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
+pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = f32x4_splat(0.0);
     let mut offsets = 0f32;
     for (w, a) in w.iter().zip(a) {
         let (lo, hi) = nibbles(&w.qs);
         let (a_lo, a_hi) = load_act(&a.qs);
         let isum = i32x4_add(dot16(lo, a_lo), dot16(hi, a_hi));
-        let scale = f32x4_splat(w.d.to_f32() * a.d);
+        let scale = f32x4_splat(w.d.to_f32() * a.d.to_f32());
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), scale));
-        offsets += w.m.to_f32() * a.sum;
+        offsets += w.m.to_f32() * a.s.to_f32();
     }
     hsum(acc) + offsets
 }
 
-pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
+pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = f32x4_splat(0.0);
     for (w, a) in w.iter().zip(a) {
         let (w_lo, w_hi) = load_act(&w.qs);
         let (a_lo, a_hi) = load_act(&a.qs);
         let isum = i32x4_add(dot16(w_lo, a_lo), dot16(w_hi, a_hi));
-        let scale = f32x4_splat(w.d.to_f32() * a.d);
+        let scale = f32x4_splat(w.d.to_f32() * a.d.to_f32());
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), scale));
     }
     hsum(acc)

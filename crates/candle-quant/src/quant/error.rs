@@ -34,10 +34,25 @@ pub enum QuantError {
         expected_in: usize,
         got: Vec<usize>,
     },
+    #[cfg(feature = "tensor")]
     #[error("{op}: input must be f32, got {got:?}")]
     InputDType {
         op: &'static str,
         got: candle_core::DType,
+    },
+    #[error("{op}: {what} must hold {expected} values, got {got}")]
+    SliceLength {
+        op: &'static str,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{op}: layer {index} has {got} input features, layer 0 has {expected}")]
+    GroupInFeatures {
+        op: &'static str,
+        index: usize,
+        expected: usize,
+        got: usize,
     },
     #[error("{op}: {what} must be > 0, got 0")]
     ZeroDimension {
@@ -54,10 +69,12 @@ pub enum QuantError {
     UnknownGgmlType { id: u32 },
     #[error("invalid thread count {got}: must be at least 1")]
     ThreadCount { got: usize },
+    #[cfg(feature = "tensor")]
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
+#[cfg(feature = "tensor")]
 impl From<QuantError> for candle_core::Error {
     fn from(e: QuantError) -> Self {
         match e {

@@ -5,8 +5,9 @@
 //! activation blocks. The scalar dot product *is* the specification the SIMD kernels in
 //! [`crate::kernels`] are tested against.
 //!
-//! Activations are quantized once per matmul: to [`BlockQ8A`] (32 values) for the
-//! 32-element formats and to [`BlockQ8K`] (256 values) for the K-quants.
+//! Activations are quantized once per matmul, to exactly the blocks llama.cpp's x86 CPU
+//! backend makes: [`BlockQ8_0`] for Q4_0/Q5_0/Q8_0, [`BlockQ8_1`] for Q4_1/Q5_1 and
+//! [`BlockQ8K`] (256 values) for the K-quants.
 
 mod error;
 mod q4_0;
@@ -17,8 +18,8 @@ mod q5_1;
 mod q5_k;
 mod q6_k;
 mod q8_0;
+mod q8_1;
 mod q8_k;
-mod q8a;
 
 pub use error::QuantError;
 pub use q4_0::BlockQ4_0;
@@ -30,8 +31,8 @@ pub use q5_1::BlockQ5_1;
 pub use q5_k::BlockQ5K;
 pub use q6_k::BlockQ6K;
 pub use q8_0::BlockQ8_0;
+pub use q8_1::BlockQ8_1;
 pub use q8_k::BlockQ8K;
-pub use q8a::BlockQ8A;
 
 use bytemuck::Pod;
 

@@ -1,6 +1,6 @@
 use half::f16;
 
-use super::{inv_or_zero, BlockFormat, BlockQ8A, QuantType, QK};
+use super::{inv_or_zero, BlockFormat, BlockQ8_0, QuantType, QK};
 
 /// ggml Q4_0: 32 values `x[i] = d * (q[i] - 8)` with 4-bit `q`.
 ///
@@ -19,7 +19,7 @@ unsafe impl bytemuck::Pod for BlockQ4_0 {}
 impl BlockFormat for BlockQ4_0 {
     const TYPE: QuantType = QuantType::Q4_0;
     const ELEMS: usize = QK;
-    type Act = BlockQ8A;
+    type Act = BlockQ8_0;
 
     /// The value with the largest magnitude maps exactly to q = 0 (-8 after the bias);
     /// rounding is `trunc(x / d + 8.5)` as in ggml and gguf-py.
@@ -48,7 +48,7 @@ impl BlockFormat for BlockQ4_0 {
         }
     }
 
-    fn dot_ref(weights: &[Self], acts: &[BlockQ8A]) -> f32 {
+    fn dot_ref(weights: &[Self], acts: &[BlockQ8_0]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in weights.iter().zip(acts) {
             let mut isum = 0i32;
@@ -56,7 +56,7 @@ impl BlockFormat for BlockQ4_0 {
                 isum += ((byte & 0x0F) as i32 - 8) * a.qs[j] as i32;
                 isum += ((byte >> 4) as i32 - 8) * a.qs[j + QK / 2] as i32;
             }
-            sum += isum as f32 * (w.d.to_f32() * a.d);
+            sum += isum as f32 * (w.d.to_f32() * a.d.to_f32());
         }
         sum
     }

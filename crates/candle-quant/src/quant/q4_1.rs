@@ -1,6 +1,6 @@
 use half::f16;
 
-use super::{inv_or_zero, BlockFormat, BlockQ8A, QuantType, QK};
+use super::{inv_or_zero, BlockFormat, BlockQ8_1, QuantType, QK};
 
 /// ggml Q4_1: 32 values `x[i] = d * q[i] + m` with 4-bit `q`.
 ///
@@ -20,7 +20,7 @@ unsafe impl bytemuck::Pod for BlockQ4_1 {}
 impl BlockFormat for BlockQ4_1 {
     const TYPE: QuantType = QuantType::Q4_1;
     const ELEMS: usize = QK;
-    type Act = BlockQ8A;
+    type Act = BlockQ8_1;
 
     /// Min/max affine quantization; rounding is `trunc((x - min) / d + 0.5)`.
     fn quantize(src: &[f32]) -> Self {
@@ -49,8 +49,8 @@ impl BlockFormat for BlockQ4_1 {
         }
     }
 
-    /// Σ (d q + m) a = d·d_a Σ q·qa + m·(d_a Σ qa), the second factor being `a.sum`.
-    fn dot_ref(weights: &[Self], acts: &[BlockQ8A]) -> f32 {
+    /// Σ (d q + m) a = d·d_a Σ q·qa + m·(d_a Σ qa), the second factor being `a.s`.
+    fn dot_ref(weights: &[Self], acts: &[BlockQ8_1]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in weights.iter().zip(acts) {
             let mut isum = 0i32;
@@ -58,7 +58,7 @@ impl BlockFormat for BlockQ4_1 {
                 isum += (byte & 0x0F) as i32 * a.qs[j] as i32;
                 isum += (byte >> 4) as i32 * a.qs[j + QK / 2] as i32;
             }
-            sum += isum as f32 * (w.d.to_f32() * a.d) + w.m.to_f32() * a.sum;
+            sum += isum as f32 * (w.d.to_f32() * a.d.to_f32()) + w.m.to_f32() * a.s.to_f32();
         }
         sum
     }

@@ -1,6 +1,6 @@
 use half::f16;
 
-use super::{inv_or_zero, BlockFormat, BlockQ8A, QuantType, QK};
+use super::{inv_or_zero, BlockFormat, BlockQ8_0, QuantType, QK};
 
 /// ggml Q5_0: 32 values `x[i] = d * (q[i] - 16)` with 5-bit `q`.
 ///
@@ -54,7 +54,7 @@ pub(crate) fn pack_5bit(q: &[u8; QK]) -> ([u8; QK / 2], u32) {
 impl BlockFormat for BlockQ5_0 {
     const TYPE: QuantType = QuantType::Q5_0;
     const ELEMS: usize = QK;
-    type Act = BlockQ8A;
+    type Act = BlockQ8_0;
 
     /// The largest-magnitude value maps to q = 0; rounding is `trunc(x / d + 16.5)`.
     fn quantize(src: &[f32]) -> Self {
@@ -82,7 +82,7 @@ impl BlockFormat for BlockQ5_0 {
         }
     }
 
-    fn dot_ref(weights: &[Self], acts: &[BlockQ8A]) -> f32 {
+    fn dot_ref(weights: &[Self], acts: &[BlockQ8_0]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in weights.iter().zip(acts) {
             let isum: i32 = w
@@ -91,7 +91,7 @@ impl BlockFormat for BlockQ5_0 {
                 .zip(&a.qs)
                 .map(|(&q, &qa)| (q as i32 - 16) * qa as i32)
                 .sum();
-            sum += isum as f32 * (w.d.to_f32() * a.d);
+            sum += isum as f32 * (w.d.to_f32() * a.d.to_f32());
         }
         sum
     }

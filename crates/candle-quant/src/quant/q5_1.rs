@@ -1,7 +1,7 @@
 use half::f16;
 
 use super::q5_0::{pack_5bit, unpack_5bit};
-use super::{inv_or_zero, BlockFormat, BlockQ8A, QuantType, QK};
+use super::{inv_or_zero, BlockFormat, BlockQ8_1, QuantType, QK};
 
 /// ggml Q5_1: 32 values `x[i] = d * q[i] + m` with 5-bit `q` packed as in Q5_0.
 #[repr(C)]
@@ -28,7 +28,7 @@ impl BlockQ5_1 {
 impl BlockFormat for BlockQ5_1 {
     const TYPE: QuantType = QuantType::Q5_1;
     const ELEMS: usize = QK;
-    type Act = BlockQ8A;
+    type Act = BlockQ8_1;
 
     /// Min/max affine quantization; rounding is `trunc((x - min) / d + 0.5)`.
     fn quantize(src: &[f32]) -> Self {
@@ -57,7 +57,7 @@ impl BlockFormat for BlockQ5_1 {
         }
     }
 
-    fn dot_ref(weights: &[Self], acts: &[BlockQ8A]) -> f32 {
+    fn dot_ref(weights: &[Self], acts: &[BlockQ8_1]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in weights.iter().zip(acts) {
             let isum: i32 = w
@@ -66,7 +66,7 @@ impl BlockFormat for BlockQ5_1 {
                 .zip(&a.qs)
                 .map(|(&q, &qa)| q as i32 * qa as i32)
                 .sum();
-            sum += isum as f32 * (w.d.to_f32() * a.d) + w.m.to_f32() * a.sum;
+            sum += isum as f32 * (w.d.to_f32() * a.d.to_f32()) + w.m.to_f32() * a.s.to_f32();
         }
         sum
     }

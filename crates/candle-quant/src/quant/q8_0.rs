@@ -1,6 +1,6 @@
 use half::f16;
 
-use super::{inv_or_zero, round_away, BlockFormat, BlockQ8A, QuantType, QK};
+use super::{inv_or_zero, round_away, BlockFormat, QuantType, QK};
 
 /// ggml Q8_0: 32 values `x[i] = d * qs[i]`.
 #[repr(C)]
@@ -17,7 +17,7 @@ unsafe impl bytemuck::Pod for BlockQ8_0 {}
 impl BlockFormat for BlockQ8_0 {
     const TYPE: QuantType = QuantType::Q8_0;
     const ELEMS: usize = QK;
-    type Act = BlockQ8A;
+    type Act = BlockQ8_0;
 
     /// `d = max|x| / 127`, `q = round_half_away(x / d)`; the rounding uses the f32 `d`,
     /// not the stored f16, as ggml does.
@@ -42,7 +42,7 @@ impl BlockFormat for BlockQ8_0 {
         }
     }
 
-    fn dot_ref(weights: &[Self], acts: &[BlockQ8A]) -> f32 {
+    fn dot_ref(weights: &[Self], acts: &[BlockQ8_0]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in weights.iter().zip(acts) {
             let isum: i32 =
@@ -50,7 +50,7 @@ impl BlockFormat for BlockQ8_0 {
                     .zip(&a.qs)
                     .map(|(&q, &qa)| q as i32 * qa as i32)
                     .sum();
-            sum += isum as f32 * (w.d.to_f32() * a.d);
+            sum += isum as f32 * (w.d.to_f32() * a.d.to_f32());
         }
         sum
     }

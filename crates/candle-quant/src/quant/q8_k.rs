@@ -1,4 +1,4 @@
-use super::{inv_or_zero, round_away, ActBlock, QK_K};
+use super::{ActBlock, QK_K};
 
 /// 8-bit activation super-block for the K-quants (ggml's Q8_K layout):
 /// `x[i] ≈ d * qs[i]`, with `bsums[g]` the sum of `qs` over the 16 values of group `g`
@@ -18,19 +18,35 @@ unsafe impl bytemuck::Pod for BlockQ8K {}
 impl ActBlock for BlockQ8K {
     const ELEMS: usize = QK_K;
 
+    /// ggml's `quantize_row_q8_K_ref`, which is also what its x86 backend runs: the
+    /// scale is `-127 / x_max` with `x_max` the first value of largest magnitude
+    /// (so `d` carries the opposite sign of `x_max`), values round half to even,
+    /// and `d = 1 / scale` exactly as computed in f32.
     fn quantize(src: &[f32]) -> Self {
-        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = inv_or_zero(d);
-        let mut qs = [0i8; QK_K];
-        for (q, &v) in qs.iter_mut().zip(src) {
-            *q = round_away(v * id).clamp(-127.0, 127.0) as i8;
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in src {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
         }
-        let mut bsums = [0i16; QK_K / 16];
-        for (s, group) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+        let mut block = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
+        if amax == 0.0 {
+            return block;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in block.qs.iter_mut().zip(src) {
+            *q = (iscale * v).round_ties_even().min(127.0) as i8;
+        }
+        for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
             *s = group.iter().map(|&q| q as i16).sum();
         }
-        BlockQ8K { d, qs, bsums }
+        block.d = 1.0 / iscale;
+        block
     }
 
     fn dequantize(&self, dst: &mut [f32]) {

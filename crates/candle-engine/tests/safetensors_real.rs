@@ -1,0 +1,367 @@
+//! Issue 4's safetensors evidence on the real SmolLM2-135M-Instruct: the
+//! Q4_1 GGUF is turned into an f32 Hugging Face directory by
+//! `export::gguf_to_hf_dir` (dequantized, query/key permutation undone),
+//! loaded through the Hugging Face path of `Model::load`, and its logits are
+//! compared with `transformers` on the same f32 weights
+//! (`scripts/gen_transformers_fixtures.py`, which dequantizes with gguf-py).
+//! The directory is then quantized back with `export::quantize_hf_dir`
+//! (what `hanzo-candle quantize` runs) to q8_0 and q4_k_m.
+//!
+//! The model comes from `scripts/fetch-models.sh` into
+//! `$HANZO_CANDLE_MODELS`, default `~/.cache/hanzo-candle/models`. The f32
+//! directory (~540 MB) is written once per run of this test binary under
+//! the target directory's tmp folder.
+
+use candle_engine::export::{gguf_to_hf_dir, quantize_hf_dir};
+use candle_engine::generate::{generate, GenerationParams};
+use candle_engine::kv_cache::KvCache;
+use candle_engine::loader::Model;
+use candle_engine::Batch;
+use candle_quant::deploy::Preset;
+use candle_quant::gguf::{GgmlType, GgufFile};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    prompts: Vec<Prompt>,
+}
+
+#[derive(serde::Deserialize)]
+struct Prompt {
+    ids: Vec<u32>,
+    positions: Vec<Position>,
+    last_row_stride: usize,
+    last_row: Vec<f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Position {
+    ids: Vec<u32>,
+    logits: Vec<f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenizerCases {
+    tokenizer: Vec<TokenizerCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenizerCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/smollm2")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(&fixture("transformers.json")).unwrap()
+}
+
+fn gguf_path() -> PathBuf {
+    let dir = std::env::var_os("HANZO_CANDLE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/hanzo-candle/models")
+        });
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-models.sh smollm2",
+        path.display()
+    );
+    path
+}
+
+fn work_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("safetensors_real");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The f32 directory, written once per test binary (the tests share it).
+fn f32_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = work_dir().join("smollm2-f32");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        gguf_to_hf_dir(&gguf_path(), &dir).unwrap();
+        dir
+    })
+}
+
+fn quantized(preset: Preset) -> PathBuf {
+    let out = work_dir().join(format!("smollm2.{preset}.gguf"));
+    let mut seen = 0;
+    quantize_hf_dir(f32_dir(), preset, &out, |p| {
+        seen += 1;
+        assert_eq!(p.index, seen);
+    })
+    .unwrap();
+    assert_eq!(seen, 272, "30 layers x 9 tensors, embedding, output norm");
+    out
+}
+
+/// Logits at every position of each reference prompt.
+fn logits(model: &Model) -> Vec<Vec<Vec<f32>>> {
+    reference()
+        .prompts
+        .iter()
+        .map(|p| {
+            let mut cache = KvCache::new(&model.decoder.cache_geometry(), 1, 64, 64).unwrap();
+            model
+                .decoder
+                .forward(&Batch::single(0, 0, &p.ids), &mut cache)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// How far our logits are from the transformers ones over every stored
+/// reference logit (the top 16 at every position and a spread sample of
+/// the last row).
+struct Comparison {
+    /// Largest |ours - transformers|.
+    raw: f64,
+    /// For the top 16 of every position: |ours - transformers| after
+    /// subtracting, on each side, the logit of the position's top reference
+    /// token. This is what softmax sees (it ignores a common shift of a
+    /// row), where the probability mass is.
+    shifted_top: f64,
+    /// The same over the sample of the last row: the tail, where logits
+    /// 20-30 below the top carry no probability.
+    shifted_tail: f64,
+    top1_agree: usize,
+    positions: usize,
+}
+
+fn compare(ours: &[Vec<Vec<f32>>]) -> Comparison {
+    let mut c = Comparison {
+        raw: 0.0,
+        shifted_top: 0.0,
+        shifted_tail: 0.0,
+        top1_agree: 0,
+        positions: 0,
+    };
+    // Returns |shifted difference| and records the raw one.
+    let mut check = |row: &[f32], top: u32, top_want: f64, id: usize, want: f64| {
+        let got = row[id] as f64;
+        c.raw = c.raw.max((got - want).abs());
+        ((got - row[top as usize] as f64) - (want - top_want)).abs()
+    };
+    let (mut shifted_top, mut shifted_tail) = (0f64, 0f64);
+    for (prompt, rows) in reference().prompts.iter().zip(ours) {
+        for (pos, row) in prompt.positions.iter().zip(rows) {
+            for (&id, &want) in pos.ids.iter().zip(&pos.logits) {
+                shifted_top =
+                    shifted_top.max(check(row, pos.ids[0], pos.logits[0], id as usize, want));
+            }
+        }
+        let (last, last_pos) = (rows.last().unwrap(), prompt.positions.last().unwrap());
+        for (k, &want) in prompt.last_row.iter().enumerate() {
+            let id = k * prompt.last_row_stride;
+            shifted_tail =
+                shifted_tail.max(check(last, last_pos.ids[0], last_pos.logits[0], id, want));
+        }
+    }
+    c.shifted_top = shifted_top;
+    c.shifted_tail = shifted_tail;
+    for (prompt, rows) in reference().prompts.iter().zip(ours) {
+        for (pos, row) in prompt.positions.iter().zip(rows) {
+            let top = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+            c.top1_agree += usize::from(top as u32 == pos.ids[0]);
+            c.positions += 1;
+        }
+    }
+    c
+}
+
+#[test]
+fn f32_safetensors_dir_matches_transformers_logits_within_1e_3() {
+    let model = Model::load(f32_dir(), Some(512)).unwrap();
+    let c = compare(&logits(&model));
+    eprintln!(
+        "f32 dir vs transformers: max |logit diff| {:.2e}, top-1 {}/{}",
+        c.raw, c.top1_agree, c.positions
+    );
+    // Same f32 weights, same f32 arithmetic; only the summation order of
+    // the matmuls, softmax and norms differs. Over 30 layers that moves
+    // logits of magnitude ~20 by ~1e-5 relative (measured: see the report
+    // above); 1e-3 is the bound issue 4 sets and leaves room for other
+    // BLAS orderings while still catching any wrong weight, permutation or
+    // hyper-parameter, each of which moves logits by > 0.1.
+    assert!(c.raw < 1e-3, "max |logit diff| {}", c.raw);
+    assert_eq!(c.top1_agree, c.positions);
+}
+
+#[test]
+fn f32_dir_keeps_the_tokenizer_and_chat_template() {
+    let model = Model::load(f32_dir(), Some(512)).unwrap();
+    let cases: TokenizerCases = serde_json::from_str(&fixture("llamacpp.json")).unwrap();
+    for case in cases.tokenizer {
+        assert_eq!(
+            model.tokenizer.encode(&case.text, false).unwrap(),
+            case.ids,
+            "{:?}",
+            case.text
+        );
+    }
+    let original = GgufFile::open(gguf_path()).unwrap();
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(f32_dir().join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config["chat_template"].as_str().unwrap(),
+        original.get_str("tokenizer.chat_template").unwrap()
+    );
+    assert!(
+        model.tokenizer.eos().contains(&2),
+        "<|im_end|> (id 2) ends a turn"
+    );
+}
+
+#[test]
+fn q8_0_quantized_dir_stays_close_to_f32_and_keeps_metadata() {
+    let path = quantized(Preset::Q8_0);
+    let file = GgufFile::open(&path).unwrap();
+    let original = GgufFile::open(gguf_path()).unwrap();
+    for key in [
+        "general.architecture",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.chat_template",
+    ] {
+        assert_eq!(
+            file.get_str(key).unwrap(),
+            original.get_str(key).unwrap(),
+            "{key}"
+        );
+    }
+    for key in [
+        "llama.block_count",
+        "llama.context_length",
+        "llama.embedding_length",
+        "llama.feed_forward_length",
+        "llama.attention.head_count",
+        "llama.attention.head_count_kv",
+        "llama.rope.dimension_count",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+    ] {
+        assert_eq!(
+            file.get_u32(key).unwrap(),
+            original.get_u32(key).unwrap(),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        file.get_str_array("tokenizer.ggml.tokens").unwrap(),
+        original.get_str_array("tokenizer.ggml.tokens").unwrap()
+    );
+    assert_eq!(
+        file.get_str_array("tokenizer.ggml.merges").unwrap(),
+        original.get_str_array("tokenizer.ggml.merges").unwrap()
+    );
+    assert_eq!(
+        file.get_i32_array("tokenizer.ggml.token_type").unwrap(),
+        original.get_i32_array("tokenizer.ggml.token_type").unwrap()
+    );
+    assert!(file
+        .tensors()
+        .filter(|t| t.info.shape().len() == 2)
+        .all(|t| t.info.ggml_type == GgmlType::Q8_0));
+
+    let model = Model::load(&path, Some(512)).unwrap();
+    let c = compare(&logits(&model));
+    eprintln!(
+        "q8_0 vs transformers f32: max |logit diff| {:.3}, shift-free top-16 {:.3}, tail {:.3}, top-1 {}/{}",
+        c.raw, c.shifted_top, c.shifted_tail, c.top1_agree, c.positions
+    );
+    // Q8_0 stores each weight to within half a step of its block's
+    // absmax/127, and the engine also rounds activations to 8 bits for the
+    // dot products (as llama.cpp does). Measured: 0.70 on the top-16
+    // logits, shift removed (raw 1.4, most of it a common shift of the
+    // row), top-1 31/33, where logits span ~30. 1.0 leaves room for other
+    // kernels' summation order; a lost permutation or wrong scale moves
+    // logits by several units and breaks the top-1 agreement.
+    assert!(
+        c.shifted_top < 1.0,
+        "shift-free top-16 |logit diff| {}",
+        c.shifted_top
+    );
+    assert!(
+        c.top1_agree * 10 >= c.positions * 9,
+        "top-1 agreement {}/{}",
+        c.top1_agree,
+        c.positions
+    );
+}
+
+#[test]
+fn q4_k_m_quantized_dir_follows_the_mixture_loads_and_generates() {
+    let path = quantized(Preset::Q4KM);
+    let file = GgufFile::open(&path).unwrap();
+    let ty = |name: &str| file.tensor(name).unwrap().info.ggml_type;
+    // Rows of 576 cannot hold 256-value super-blocks, so llama.cpp's
+    // fallbacks apply: Q4_K -> Q5_0, Q6_K -> Q8_0; ffn_down's rows are
+    // 1536 = 6 x 256 long and keep K-quants.
+    assert_eq!(ty("token_embd.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("blk.4.attn_q.weight"), GgmlType::Q5_0);
+    assert_eq!(ty("blk.0.attn_v.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("blk.4.attn_v.weight"), GgmlType::Q5_0);
+    assert_eq!(ty("blk.0.ffn_down.weight"), GgmlType::Q6_K);
+    assert_eq!(ty("blk.4.ffn_down.weight"), GgmlType::Q4_K);
+    assert_eq!(ty("blk.4.ffn_norm.weight"), GgmlType::F32);
+    assert_eq!(file.get_u32("general.file_type").unwrap(), 15);
+
+    let model = Model::load(&path, Some(512)).unwrap();
+    let ours = logits(&model);
+    if let Some(dump) = std::env::var_os("HANZO_CANDLE_DUMP_LOGITS") {
+        // For scripts/gen_transformers_fixtures.py --llamacpp ... --ours.
+        std::fs::write(dump, serde_json::json!({ "prompts": ours }).to_string()).unwrap();
+        eprintln!("q4_k_m file for the llama.cpp check: {}", path.display());
+    }
+    let c = compare(&ours);
+    eprintln!(
+        "q4_k_m vs transformers f32: max |logit diff| {:.3}, shift-free top-16 {:.3}, tail {:.3}, top-1 {}/{}",
+        c.raw, c.shifted_top, c.shifted_tail, c.top1_agree, c.positions
+    );
+    let (agree, total) = (c.top1_agree, c.positions);
+    // 4- and 5-bit weights move logits by around a unit; the top choice
+    // must still mostly agree with the f32 model (3 in 4 positions: the
+    // prompts' early positions are near ties).
+    assert!(agree * 4 >= total * 3, "top-1 agreement {agree}/{total}");
+
+    let prompt = model
+        .tokenizer
+        .encode("The capital of France is", false)
+        .unwrap();
+    let mut cache = KvCache::new(&model.decoder.cache_geometry(), 1, 64, 64).unwrap();
+    let params = GenerationParams {
+        max_tokens: 8,
+        ..GenerationParams::default()
+    };
+    let out = generate(
+        &model.decoder,
+        &model.tokenizer,
+        &mut cache,
+        &[prompt],
+        &params,
+        &mut |_| {},
+    )
+    .unwrap();
+    eprintln!("q4_k_m greedy: {:?}", out[0].text);
+    assert!(!out[0].tokens.is_empty());
+    assert!(out[0].text.contains("Paris"), "{:?}", out[0].text);
+}

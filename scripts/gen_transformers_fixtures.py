@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Reference logits from Hugging Face `transformers` (PyTorch, f32) for the
+safetensors evidence of issue 4, and a llama.cpp check of our quantizer.
+
+    scripts/fetch-models.sh smollm2
+    /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py
+    # not CI: llama.cpp on a file made by `hanzo-candle quantize`
+    /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py \
+        --llamacpp smollm2.q4_k_m.gguf [--ours ours.json]
+
+The first form independently builds the f32 weights of SmolLM2-135M-Instruct
+from its Q4_1 GGUF with gguf-py's dequantization (undoing llama.cpp's
+query/key row permutation with numpy), runs `LlamaForCausalLM` on the
+committed prompts (token ids) and writes
+`crates/candle-engine/tests/fixtures/smollm2/transformers.json`:
+- `prompts[].ids`: the token ids;
+- `prompts[].positions[]`: at every position, the 16 highest logits
+  (`ids`, `logits`);
+- `prompts[].last_row_stride`, `prompts[].last_row`: the last position's
+  logits for token ids 0, stride, 2*stride, ... (a spread sample of the
+  whole vocabulary that keeps the fixture small).
+
+The `--llamacpp` form loads a GGUF with llama-cpp-python and reports how far
+llama.cpp's logits on the committed prompts are from the transformers f32
+ones (and, with `--ours`, from a JSON of our engine's logits on the same
+file, `{"prompts": [[[...vocab logits...] per position] per prompt]}`).
+"""
+import argparse
+import json
+import os
+import pathlib
+
+import numpy as np
+import torch
+from gguf import GGUFReader
+from gguf.quants import dequantize
+from transformers import LlamaConfig, LlamaForCausalLM
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "crates/candle-engine/tests/fixtures/smollm2/transformers.json"
+MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOP = 16
+STRIDE = 7
+
+# "The capital of France is", "Once upon a time, there was a little robot
+# who", and a chat-formatted request (SmolLM2's tokenizer, as in
+# llamacpp.json).
+PROMPTS = [
+    [504, 3575, 282, 4649, 314],
+    [6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8085, 617],
+    [1, 4093, 198, 19161, 253, 421, 30614, 563, 260, 3426, 30, 2, 198, 1, 520, 9531, 198],
+]
+
+
+def model_path():
+    base = os.environ.get("HANZO_CANDLE_MODELS", os.path.expanduser("~/.cache/hanzo-candle/models"))
+    return pathlib.Path(base) / MODEL
+
+
+def field(reader, key):
+    return reader.fields[key].contents()
+
+
+def unpermute(w, n_head):
+    # llama.cpp's converter stored rows of each head as (half, 2) pairs;
+    # transformers wants (2, half).
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def transformers_model(path):
+    reader = GGUFReader(str(path))
+    heads = int(field(reader, "llama.attention.head_count"))
+    kv_heads = int(field(reader, "llama.attention.head_count_kv"))
+    hidden = int(field(reader, "llama.embedding_length"))
+    tensors = {}
+    for t in reader.tensors:
+        shape = tuple(reversed([int(d) for d in t.shape]))
+        tensors[t.name] = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+    config = LlamaConfig(
+        vocab_size=int(field(reader, "llama.vocab_size")),
+        hidden_size=hidden,
+        intermediate_size=int(field(reader, "llama.feed_forward_length")),
+        num_hidden_layers=int(field(reader, "llama.block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=int(field(reader, "llama.rope.dimension_count")),
+        max_position_embeddings=int(field(reader, "llama.context_length")),
+        # The shortest decimal of the stored f32, as our exporter writes it.
+        rms_norm_eps=float(str(np.float32(field(reader, "llama.attention.layer_norm_rms_epsilon")))),
+        rope_theta=float(field(reader, "llama.rope.freq_base")),
+        tie_word_embeddings="output.weight" not in tensors,
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+    )
+    names = {
+        "attn_norm": "input_layernorm",
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    state = {}
+    for name, w in tensors.items():
+        if name == "token_embd.weight":
+            state["model.embed_tokens.weight"] = w
+        elif name == "output_norm.weight":
+            state["model.norm.weight"] = w
+        elif name == "output.weight":
+            state["lm_head.weight"] = w
+        else:
+            _, layer, part, _ = name.split(".")
+            if part == "attn_q":
+                w = unpermute(w, heads)
+            elif part == "attn_k":
+                w = unpermute(w, kv_heads)
+            state[f"model.layers.{layer}.{names[part]}.weight"] = w
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in state.items()}, strict=True)
+    model.eval()
+    return model
+
+
+def transformers_logits(model):
+    out = []
+    with torch.no_grad():
+        for ids in PROMPTS:
+            out.append(model(torch.tensor([ids])).logits[0].to(torch.float64).numpy())
+    return out
+
+
+def generate():
+    torch.set_num_threads(2)
+    logits = transformers_logits(transformers_model(model_path()))
+    prompts = []
+    for ids, rows in zip(PROMPTS, logits):
+        positions = []
+        for row in rows:
+            top = np.argsort(-row)[:TOP]
+            positions.append({"ids": [int(i) for i in top], "logits": [float(row[i]) for i in top]})
+        prompts.append(
+            {
+                "ids": ids,
+                "positions": positions,
+                "last_row_stride": STRIDE,
+                "last_row": [round(float(v), 6) for v in rows[-1][::STRIDE]],
+            }
+        )
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    FIXTURE.write_text(json.dumps({"model": MODEL, "transformers": __import__("transformers").__version__,
+                                   "torch": torch.__version__, "prompts": prompts}))
+    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes)")
+
+
+def llamacpp_check(gguf_path, ours_path):
+    from llama_cpp import Llama
+
+    reference = json.loads(FIXTURE.read_text())["prompts"]
+    llm = Llama(model_path=str(gguf_path), n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+    ours = json.loads(pathlib.Path(ours_path).read_text())["prompts"] if ours_path else None
+    worst_ref = worst_ours = 0.0
+    agree_ref = agree_ours = total = 0
+    for p, ref in enumerate(reference):
+        llm.reset()
+        llm.eval(ref["ids"])
+        rows = np.array(llm.scores[: len(ref["ids"])], dtype=np.float64)
+        for i, pos in enumerate(ref["positions"]):
+            total += 1
+            worst_ref = max(worst_ref, float(np.max(np.abs(rows[i][pos["ids"]] - np.array(pos["logits"])))))
+            agree_ref += int(np.argmax(rows[i]) == pos["ids"][0])
+            if ours is not None:
+                mine = np.array(ours[p][i], dtype=np.float64)
+                worst_ours = max(worst_ours, float(np.max(np.abs(rows[i] - mine))))
+                agree_ours += int(np.argmax(rows[i]) == np.argmax(mine))
+    print(f"llama.cpp on {gguf_path}: {total} positions")
+    print(f"  vs transformers f32: top-1 agreement {agree_ref}/{total}, max |logit diff| on its top-{TOP} {worst_ref:.3f}")
+    if ours is not None:
+        print(f"  vs our engine on the same file: top-1 agreement {agree_ours}/{total}, max |logit diff| over the vocabulary {worst_ours:.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llamacpp", type=pathlib.Path, help="check llama.cpp on this GGUF instead of writing the fixture")
+    parser.add_argument("--ours", type=pathlib.Path, help="JSON of our engine's logits on the same GGUF")
+    args = parser.parse_args()
+    if args.llamacpp:
+        llamacpp_check(args.llamacpp, args.ours)
+    else:
+        generate()
