@@ -13,9 +13,9 @@ use crate::quant::{
     BlockQ8_0, BlockQ8_1, QuantType,
 };
 
-/// Output rows per task when one activation row is multiplied (decode): small enough to
-/// balance 2–16 threads on a 576-row layer, large enough to amortise task claiming.
-const DECODE_ROWS_PER_TASK: usize = 16;
+/// Decode tasks cover whole multiples of this many output rows: 16 f32 outputs fill
+/// one cache line, so two threads never write the same line.
+const DECODE_ROW_ALIGN: usize = 16;
 /// Activation rows processed against a resident group of weight rows (prefill), sized
 /// so the group's weights stay in L1 while the activations stream from L2.
 const PREFILL_ACT_TILE: usize = 32;
@@ -194,7 +194,12 @@ pub(crate) fn matmul_group(
 
 fn rows_per_task(out_features: usize, m: usize, pool: &ThreadPool) -> usize {
     if m == 1 {
-        DECODE_ROWS_PER_TASK
+        // One contiguous slice of the weights per thread: the hardware prefetchers
+        // follow one long stream per core, where interleaved small tasks break the
+        // streams every few KiB and decode with two threads ran slower than with one.
+        out_features
+            .div_ceil(pool.num_threads())
+            .next_multiple_of(DECODE_ROW_ALIGN)
     } else {
         (out_features / (4 * pool.num_threads())).clamp(4, 64)
     }
