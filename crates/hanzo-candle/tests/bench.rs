@@ -3,120 +3,11 @@
 //! the file's tensors add up), and bad arguments give clear errors. Speeds
 //! are only checked to be positive and finite: timings are never asserted.
 
-use candle_quant::gguf::{GgmlType, GgufWriter, Value, ValueType};
+mod common;
+
+use common::{matrix_shapes, temp_dir, tiny_model, HIDDEN, KV_DIM, NORMS};
 use serde_json::Value as Json;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const HIDDEN: usize = 32;
-const FFN: usize = 48;
-const KV_DIM: usize = HIDDEN / 2;
-const TRAINED_CONTEXT: usize = 64;
-
-fn vocab() -> Vec<String> {
-    let mut v: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-        .map(String::from)
-        .to_vec();
-    v.extend(('a'..='z').chain('A'..='Z').map(|c| c.to_string()));
-    v.push("Ġ".into());
-    v
-}
-
-/// The tensors of a one-layer llama, as (name, [rows, cols]); with
-/// `separate_output`, an output projection besides the token embedding.
-fn tensor_shapes(separate_output: bool) -> Vec<(&'static str, [usize; 2])> {
-    let n = vocab().len();
-    let mut shapes = vec![
-        ("token_embd.weight", [n, HIDDEN]),
-        ("blk.0.attn_q.weight", [HIDDEN, HIDDEN]),
-        ("blk.0.attn_k.weight", [KV_DIM, HIDDEN]),
-        ("blk.0.attn_v.weight", [KV_DIM, HIDDEN]),
-        ("blk.0.attn_output.weight", [HIDDEN, HIDDEN]),
-        ("blk.0.ffn_gate.weight", [FFN, HIDDEN]),
-        ("blk.0.ffn_up.weight", [FFN, HIDDEN]),
-        ("blk.0.ffn_down.weight", [HIDDEN, FFN]),
-        ("blk.0.attn_norm.weight", [1, HIDDEN]),
-        ("blk.0.ffn_norm.weight", [1, HIDDEN]),
-        ("output_norm.weight", [1, HIDDEN]),
-    ];
-    if separate_output {
-        shapes.push(("output.weight", [n, HIDDEN]));
-    }
-    shapes
-}
-
-/// A one-layer llama with f32 weights and a byte-level BPE vocabulary.
-fn tiny_model(dir: &Path, separate_output: bool) -> PathBuf {
-    let architecture = "llama";
-    let vocab = vocab();
-    let mut state = 11u64;
-    let mut values = |count: usize| -> Vec<u8> {
-        (0..count)
-            .flat_map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5).to_le_bytes()
-            })
-            .collect()
-    };
-    let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", architecture)
-        .unwrap();
-    for (key, value) in [
-        ("block_count", 1),
-        ("context_length", TRAINED_CONTEXT),
-        ("embedding_length", HIDDEN),
-        ("feed_forward_length", FFN),
-        ("attention.head_count", 2),
-        ("attention.head_count_kv", 1),
-        ("vocab_size", vocab.len()),
-    ] {
-        w.add_metadata(&format!("{architecture}.{key}"), value as u32)
-            .unwrap();
-    }
-    w.add_metadata(
-        &format!("{architecture}.attention.layer_norm_rms_epsilon"),
-        1e-5f32,
-    )
-    .unwrap();
-    w.add_metadata("tokenizer.ggml.model", "gpt2").unwrap();
-    w.add_metadata("tokenizer.ggml.pre", "gpt2").unwrap();
-    let types: Vec<Value> = (0..vocab.len())
-        .map(|i| Value::from(if i < 3 { 3i32 } else { 1 }))
-        .collect();
-    w.add_metadata("tokenizer.ggml.tokens", Value::string_array(vocab))
-        .unwrap();
-    w.add_metadata(
-        "tokenizer.ggml.token_type",
-        Value::Array(ValueType::I32, types),
-    )
-    .unwrap();
-    w.add_metadata(
-        "tokenizer.ggml.merges",
-        Value::string_array(Vec::<String>::new()),
-    )
-    .unwrap();
-    w.add_metadata("tokenizer.ggml.eos_token_id", 2u32).unwrap();
-    for (name, [rows, cols]) in tensor_shapes(separate_output) {
-        let dims = if rows == 1 {
-            vec![cols as u64]
-        } else {
-            vec![cols as u64, rows as u64]
-        };
-        w.add_tensor(name, GgmlType::F32, &dims, values(rows * cols))
-            .unwrap();
-    }
-    let path = dir.join(format!("tiny-{separate_output}.gguf"));
-    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
-    path
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hanzo-bench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hanzo-candle"))
@@ -161,17 +52,18 @@ fn assert_positive_spread(report: &Json, key: &str) {
 /// the token embedding when a separate output projection exists (then only
 /// one embedding row is looked up per token).
 fn expected_weight_bytes(separate_output: bool) -> f64 {
-    tensor_shapes(separate_output)
+    let matrices: usize = matrix_shapes(separate_output)
         .iter()
         .filter(|(name, _)| !(separate_output && *name == "token_embd.weight"))
-        .map(|(_, [rows, cols])| (rows * cols * 4) as f64)
-        .sum()
+        .map(|(_, [rows, cols])| rows * cols * 4)
+        .sum();
+    (matrices + NORMS.len() * HIDDEN * 4) as f64
 }
 
 #[test]
 fn json_report_has_every_metric_with_consistent_values() {
     let dir = temp_dir("json");
-    let model = tiny_model(&dir, false);
+    let model = tiny_model(&dir, "llama", false);
     let report = json_report(&[
         "-m",
         model.to_str().unwrap(),
@@ -232,7 +124,7 @@ fn json_report_has_every_metric_with_consistent_values() {
 #[test]
 fn separate_output_projection_and_given_bandwidth_are_accounted() {
     let dir = temp_dir("untied");
-    let model = tiny_model(&dir, true);
+    let model = tiny_model(&dir, "llama", true);
     let report = json_report(&[
         "-m",
         model.to_str().unwrap(),
@@ -266,7 +158,7 @@ fn separate_output_projection_and_given_bandwidth_are_accounted() {
 #[test]
 fn text_report_names_each_metric() {
     let dir = temp_dir("text");
-    let model = tiny_model(&dir, false);
+    let model = tiny_model(&dir, "llama", false);
     let out = run(&[
         "-m",
         model.to_str().unwrap(),
@@ -309,7 +201,7 @@ fn assert_clean_failure(args: &[&str], needle: &str) {
 #[test]
 fn bad_arguments_fail_with_clear_errors() {
     let dir = temp_dir("bad");
-    let model = tiny_model(&dir, false);
+    let model = tiny_model(&dir, "llama", false);
     let model = model.to_str().unwrap();
     assert_clean_failure(&["-m", "/nonexistent/model.gguf"], "does not exist");
     assert_clean_failure(
