@@ -13,6 +13,7 @@
 use crate::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use std::ops::Range;
 use std::sync::Mutex;
 
 /// Geometry of one layer's cache.
@@ -273,19 +274,19 @@ impl KvCache {
             let dst = ((slot * kv_heads + h) * capacity + index) * head_dim;
             (dst..dst + head_dim, h * head_dim..(h + 1) * head_dim)
         });
+        fn store<E: KvElement>(
+            (keys, values): (&mut [E], &mut [E]),
+            rows: impl Iterator<Item = (Range<usize>, Range<usize>)>,
+            (k, v): (&[f32], &[f32]),
+        ) {
+            for (dst, src) in rows {
+                E::store(&k[src.clone()], &mut keys[dst.clone()]);
+                E::store(&v[src], &mut values[dst]);
+            }
+        }
         match &mut l.store {
-            KvStore::F32 { k: ks, v: vs } => {
-                for (dst, src) in rows {
-                    f32::store(&k[src.clone()], &mut ks[dst.clone()]);
-                    f32::store(&v[src], &mut vs[dst]);
-                }
-            }
-            KvStore::F16 { k: ks, v: vs } => {
-                for (dst, src) in rows {
-                    f16::store(&k[src.clone()], &mut ks[dst.clone()]);
-                    f16::store(&v[src], &mut vs[dst]);
-                }
-            }
+            KvStore::F32 { k: ks, v: vs } => store((ks, vs), rows, (k, v)),
+            KvStore::F16 { k: ks, v: vs } => store((ks, vs), rows, (k, v)),
         }
         l.positions[slot * capacity + index] = position as u32;
     }
