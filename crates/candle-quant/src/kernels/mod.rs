@@ -1,12 +1,12 @@
 //! Fast paths for the quantized dot products, selected at run time, and the threaded
 //! matrix-vector / matrix-matrix driver built on them.
 
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-mod avx2;
 pub(crate) mod matmul;
 mod pool;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod x86;
 
 pub use pool::{default_num_threads, global_pool, num_threads, set_num_threads, ThreadPool};
 
@@ -22,6 +22,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512 F/BW/VL + VNNI on top of [`Isa::Avx2`]; bitwise equal results.
+    Avx512Vnni,
     /// wasm32 SIMD (compile-time `+simd128`).
     Simd128,
 }
@@ -37,6 +39,14 @@ impl Isa {
                     && std::is_x86_feature_detected!("fma")
                     && std::is_x86_feature_detected!("f16c")
             }
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Isa::Avx512Vnni => {
+                Isa::Avx2.is_available()
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Isa::Simd128 => true,
             #[allow(unreachable_patterns)]
@@ -46,7 +56,7 @@ impl Isa {
 
     /// The fastest instruction set available here.
     pub fn best() -> Isa {
-        [Isa::Avx2, Isa::Simd128]
+        [Isa::Avx512Vnni, Isa::Avx2, Isa::Simd128]
             .into_iter()
             .find(|isa| isa.is_available())
             .unwrap_or(Isa::Scalar)
@@ -82,7 +92,16 @@ macro_rules! kernel {
                     fn dot(w: &[$block], a: &[<$block as BlockFormat>::Act]) -> f32 {
                         // SAFETY: only handed out after `is_available` confirmed
                         // AVX2, FMA and F16C.
-                        unsafe { avx2::$avx2(w, a) }
+                        unsafe { x86::avx2::$avx2(w, a) }
+                    }
+                    dot
+                }
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                Isa::Avx512Vnni if isa.is_available() => {
+                    fn dot(w: &[$block], a: &[<$block as BlockFormat>::Act]) -> f32 {
+                        // SAFETY: only handed out after `is_available` confirmed
+                        // AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+                        unsafe { x86::avx512::$avx2(w, a) }
                     }
                     dot
                 }
@@ -112,7 +131,19 @@ macro_rules! kernel {
                         ) -> [f32; 4] {
                             // SAFETY: only handed out after `is_available` confirmed
                             // AVX2, FMA and F16C.
-                            unsafe { avx2::$avx2_dot4(w, a) }
+                            unsafe { x86::avx2::$avx2_dot4(w, a) }
+                        }
+                        Some(dot4)
+                    }
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512Vnni if isa.is_available() => {
+                        fn dot4(
+                            w: &[$block],
+                            a: [&[<$block as BlockFormat>::Act]; 4],
+                        ) -> [f32; 4] {
+                            // SAFETY: only handed out after `is_available` confirmed
+                            // AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+                            unsafe { x86::avx512::$avx2_dot4(w, a) }
                         }
                         Some(dot4)
                     }

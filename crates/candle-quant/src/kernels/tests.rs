@@ -63,7 +63,7 @@ fn random_q8k(
 }
 
 fn isas_under_test() -> Vec<Isa> {
-    [Isa::Avx2, Isa::Simd128]
+    [Isa::Avx2, Isa::Avx512Vnni, Isa::Simd128]
         .into_iter()
         .filter(|isa| isa.is_available())
         .collect()
@@ -290,5 +290,56 @@ fn four_row_kernels_equal_the_single_row_kernel_bitwise() {
         assert_dot4_matches_dot::<BlockQ4K>(&mut rng, n_blocks);
         assert_dot4_matches_dot::<BlockQ5K>(&mut rng, n_blocks);
         assert_dot4_matches_dot::<BlockQ6K>(&mut rng, n_blocks);
+    }
+}
+
+/// The AVX-512 module forms each lane's 4-product integer sum with `vpdpbusd` where the
+/// AVX2 module uses `maddubs` + `madd`; the lanes hold the same integers, so every
+/// result, single-row and four-row, must be bitwise equal on real-scaled random data.
+fn assert_avx512_equals_avx2<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
+    if !Isa::Avx512Vnni.is_available() {
+        return;
+    }
+    let n = n_blocks * B::ELEMS;
+    let w_f: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let weights: Vec<B> = w_f.chunks_exact(B::ELEMS).map(B::quantize).collect();
+    let rows: Vec<Vec<B::Act>> = (0..4)
+        .map(|_| {
+            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+            crate::quant::quantize_activations(&x)
+        })
+        .collect();
+    let rows4 = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+    let four = |isa| B::dot4_fn(isa).map(|dot4| dot4(&weights, rows4));
+    assert_eq!(
+        four(Isa::Avx512Vnni).map(|r| r.map(f32::to_bits)),
+        four(Isa::Avx2).map(|r| r.map(f32::to_bits)),
+        "{:?} four-row",
+        B::TYPE
+    );
+    for row in &rows {
+        assert_eq!(
+            B::dot_fn(Isa::Avx512Vnni)(&weights, row).to_bits(),
+            B::dot_fn(Isa::Avx2)(&weights, row).to_bits(),
+            "{:?} single-row",
+            B::TYPE
+        );
+    }
+}
+
+#[test]
+fn avx512_vnni_kernels_equal_the_avx2_kernels_bitwise() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for n_blocks in [1, 2, 5, 20] {
+        assert_avx512_equals_avx2::<BlockQ4_0>(&mut rng, n_blocks);
+        assert_avx512_equals_avx2::<BlockQ4_1>(&mut rng, n_blocks);
+        assert_avx512_equals_avx2::<BlockQ5_0>(&mut rng, n_blocks);
+        assert_avx512_equals_avx2::<BlockQ5_1>(&mut rng, n_blocks);
+        assert_avx512_equals_avx2::<BlockQ8_0>(&mut rng, n_blocks);
+    }
+    for n_blocks in [1, 3] {
+        assert_avx512_equals_avx2::<BlockQ4K>(&mut rng, n_blocks);
+        assert_avx512_equals_avx2::<BlockQ5K>(&mut rng, n_blocks);
+        assert_avx512_equals_avx2::<BlockQ6K>(&mut rng, n_blocks);
     }
 }

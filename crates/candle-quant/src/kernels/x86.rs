@@ -1,0 +1,630 @@
+//! x86 fast paths, compiled twice from one source: once for AVX2 + FMA + F16C, once with
+//! AVX-512 (F/BW/VL) and VNNI on top. Every function is `unsafe` because it requires its
+//! module's CPU features; [`super`] hands them out only after run-time detection.
+//!
+//! Integer parts are exact (the activation quants never hold -128, so `maddubs` cannot
+//! saturate); only the order of the f32 accumulation differs from the scalar reference.
+//! The two modules differ only in how they form the 8 lanes of 4-product integer sums
+//! (`maddubs` + `madd` vs. one `vpdpbusd`) and how they spread the Q5 high bits; the
+//! lanes hold the same integers, so the two give bitwise equal results.
+
+#[cfg(target_arch = "x86")]
+use std::arch::x86::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::quant::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_1,
+};
+
+/// One block's contribution, as 8 lanes of exact integer sums converted to f32.
+/// `$q` is the weight block split by `parts_signed` / `parts_unsigned`, `$mul` the
+/// matching `mul_signed` / `mul_unsigned`.
+macro_rules! block_isum {
+    ($q:expr, $mul:ident, $a:expr) => {
+        _mm256_cvtepi32_ps($mul($q, load_i8x32(&$a.qs)))
+    };
+}
+
+/// The f32 total of the two lane accumulators plus, for the offset formats, the
+/// scalar offset terms (skipped for symmetric formats rather than adding zeros).
+macro_rules! finish {
+    ($acc:expr, $offsets:expr, $has_offset:expr) => {{
+        let total = hsum_ps(_mm256_add_ps($acc[0], $acc[1]));
+        if $has_offset {
+            total + ($offsets[0] + $offsets[1])
+        } else {
+            total
+        }
+    }};
+}
+
+/// Two independent accumulators: one FMA chain per block would bound the loop by the
+/// FMA latency (4 cycles) rather than by loads.
+macro_rules! unrolled_dot {
+    ($w:expr, $a:expr, $prep:ident, $parts:ident, $mul:ident, $wscale:ident, $ascale:ident, $has_offset:expr) => {{
+        let (w, a) = ($w, $a);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut offsets = [0f32; 2];
+        for (w2, a2) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
+            for k in 0..2 {
+                let (scale, offset) = $ascale($wscale(&w2[k]), &a2[k]);
+                let isum = block_isum!($parts($prep(&w2[k])), $mul, a2[k]);
+                acc[k] = _mm256_fmadd_ps(scale, isum, acc[k]);
+                if $has_offset {
+                    offsets[k] += offset;
+                }
+            }
+        }
+        let done = w.len().min(a.len()) / 2 * 2;
+        for (w, a) in w[done..].iter().zip(&a[done..]) {
+            let (scale, offset) = $ascale($wscale(w), a);
+            let isum = block_isum!($parts($prep(w)), $mul, a);
+            acc[0] = _mm256_fmadd_ps(scale, isum, acc[0]);
+            if $has_offset {
+                offsets[0] += offset;
+            }
+        }
+        finish!(acc, offsets, $has_offset)
+    }};
+}
+
+/// `unrolled_dot` for four activation rows at once, unpacking each weight block once.
+/// Every row goes through exactly the operations of `unrolled_dot`, so each result is
+/// bitwise equal to the single-row kernel's (batch composition never changes a value).
+macro_rules! unrolled_dot4 {
+    ($w:expr, $a:expr, $prep:ident, $parts:ident, $mul:ident, $wscale:ident, $ascale:ident, $has_offset:expr) => {{
+        let (w, a) = ($w, $a);
+        let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        let mut offsets = [[0f32; 2]; 4];
+        let pairs = n / 2;
+        for p in 0..pairs {
+            for k in 0..2 {
+                let b = 2 * p + k;
+                let q = $parts($prep(&w[b]));
+                let ws = $wscale(&w[b]);
+                for r in 0..4 {
+                    let (scale, offset) = $ascale(ws, &a[r][b]);
+                    let isum = block_isum!(q, $mul, a[r][b]);
+                    acc[r][k] = _mm256_fmadd_ps(scale, isum, acc[r][k]);
+                    if $has_offset {
+                        offsets[r][k] += offset;
+                    }
+                }
+            }
+        }
+        if n % 2 == 1 {
+            let b = n - 1;
+            let q = $parts($prep(&w[b]));
+            let ws = $wscale(&w[b]);
+            for r in 0..4 {
+                let (scale, offset) = $ascale(ws, &a[r][b]);
+                let isum = block_isum!(q, $mul, a[r][b]);
+                acc[r][0] = _mm256_fmadd_ps(scale, isum, acc[r][0]);
+                if $has_offset {
+                    offsets[r][0] += offset;
+                }
+            }
+        }
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            out[r] = finish!(acc[r], offsets[r], $has_offset);
+        }
+        out
+    }};
+}
+
+macro_rules! weight_scale {
+    ($features:literal, $name:ident, $block:ty) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: &$block) -> __m256 {
+            splat_f16(w.d)
+        }
+    };
+}
+
+/// The adjacent f16 `d` and `m` that open a Q4_1/Q5_1 block, converted in one go.
+macro_rules! weight_scale_min {
+    ($features:literal, $name:ident, $block:ty) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: &$block) -> __m128 {
+            let bits = std::ptr::read_unaligned(w as *const $block as *const i32);
+            _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+        }
+    };
+}
+
+macro_rules! kernels_32 {
+    ($features:literal, $dot:ident, $dot4:ident, $block:ty, $act:ty, $prep:ident, $parts:ident, $mul:ident, $wscale:ident, $ascale:ident, $has_offset:expr) => {
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $dot(w: &[$block], a: &[$act]) -> f32 {
+            unrolled_dot!(w, a, $prep, $parts, $mul, $wscale, $ascale, $has_offset)
+        }
+
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $dot4(w: &[$block], a: [&[$act]; 4]) -> [f32; 4] {
+            unrolled_dot4!(w, a, $prep, $parts, $mul, $wscale, $ascale, $has_offset)
+        }
+    };
+}
+
+macro_rules! kernels_k {
+    ($features:literal, $dot:ident, $dot4:ident, $block:ty, $rows:ident) => {
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $dot(w: &[$block], a: &[BlockQ8K]) -> f32 {
+            $rows::<1>(w, [a])[0]
+        }
+
+        /// # Safety
+        /// Requires AVX2, FMA and F16C.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $dot4(w: &[$block], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            $rows::<4>(w, a)
+        }
+    };
+}
+
+/// Every kernel and helper of one x86 module, for the CPU features `$features`; the
+/// module itself defines `high_bits_to_0x10` and `dot_u8_i8` for its instruction set.
+macro_rules! x86_kernels {
+    ($features:literal) => {
+        /// `h` in all 8 lanes. Broadcasting before the conversion keeps every lane in use:
+        /// converting a lone scalar let LLVM insert it into whatever register was at hand,
+        /// often a live accumulator, which chained each block's scale onto the previous
+        /// block's FMA and made the loops latency-bound.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn splat_f16(h: f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn hsum_ps(v: __m256) -> f32 {
+            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+        }
+
+        /// 16 packed bytes -> 32 nibbles: low nibbles in lanes 0..16, high nibbles in 16..32
+        /// (the order of the Q4/Q5 32-value blocks).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+            let packed = _mm_loadu_si128(p as *const __m128i);
+            let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+            _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+        }
+
+        /// Signed weight quants as `(|q|, q)`: `|q|` feeds `maddubs` as unsigned bytes and `q`
+        /// carries the signs onto the activations. Split once per weight block so the
+        /// four-row kernels pay for `|q|` once.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn parts_signed(q: __m256i) -> (__m256i, __m256i) {
+            (_mm256_sign_epi8(q, q), q)
+        }
+
+        /// Unsigned weight quants need no sign transfer.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn parts_unsigned(q: __m256i) -> (__m256i, __m256i) {
+            (q, q)
+        }
+
+        /// Σ of i8 * i8 products from [`parts_signed`]; `y` must not contain -128 (the
+        /// weights may: |-128| is exact as u8).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn mul_signed(parts: (__m256i, __m256i), y: __m256i) -> __m256i {
+            dot_u8_i8(parts.0, _mm256_sign_epi8(y, parts.1))
+        }
+
+        /// Σ of u8 * i8 products from [`parts_unsigned`].
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn mul_unsigned(parts: (__m256i, __m256i), y: __m256i) -> __m256i {
+            dot_u8_i8(parts.0, y)
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn load_i8x32(p: &[i8; 32]) -> __m256i {
+            _mm256_loadu_si256(p.as_ptr() as *const __m256i)
+        }
+
+        /// Signed -8..=7 (the bias applied in the integer domain, as llama.cpp does).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q4_0(w: &BlockQ4_0) -> __m256i {
+            _mm256_sub_epi8(unpack_nibbles(w.qs.as_ptr()), _mm256_set1_epi8(8))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q4_1(w: &BlockQ4_1) -> __m256i {
+            unpack_nibbles(w.qs.as_ptr())
+        }
+
+        /// Signed -16..=15.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q5_0(w: &BlockQ5_0) -> __m256i {
+            let unbiased = _mm256_or_si256(
+                unpack_nibbles(w.qs.as_ptr()),
+                high_bits_to_0x10(u32::from_le_bytes(w.qh)),
+            );
+            _mm256_sub_epi8(unbiased, _mm256_set1_epi8(16))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q5_1(w: &BlockQ5_1) -> __m256i {
+            _mm256_or_si256(
+                unpack_nibbles(w.qs.as_ptr()),
+                high_bits_to_0x10(u32::from_le_bytes(w.qh)),
+            )
+        }
+
+        /// Weights may hold -128 (its absolute value 128 is exact as u8 in `mul_signed`);
+        /// activations never do.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q8_0(w: &BlockQ8_0) -> __m256i {
+            load_i8x32(&w.qs)
+        }
+
+        weight_scale!($features, d_q4_0, BlockQ4_0);
+
+        weight_scale!($features, d_q5_0, BlockQ5_0);
+
+        weight_scale!($features, d_q8_0, BlockQ8_0);
+
+        /// `(d_w * d_a, 0)` for the symmetric formats, the product in every lane.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn symmetric_scale(d: __m256, a: &BlockQ8_0) -> (__m256, f32) {
+            (_mm256_mul_ps(d, splat_f16(a.d)), 0.0)
+        }
+
+        weight_scale_min!($features, dm_q4_1, BlockQ4_1);
+
+        weight_scale_min!($features, dm_q5_1, BlockQ5_1);
+
+        /// `(d_w * d_a, m_w * s_a)` with one multiply of `[d_w, m_w]` by the adjacent f16
+        /// `[d_a, s_a]` (the same two f32 products as the scalar reference).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn affine_scale(dm: __m128, a: &BlockQ8_1) -> (__m256, f32) {
+            let bits = std::ptr::read_unaligned(a as *const BlockQ8_1 as *const i32);
+            let products = _mm_mul_ps(dm, _mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
+            (
+                _mm256_broadcastss_ps(products),
+                _mm_cvtss_f32(_mm_movehdup_ps(products)),
+            )
+        }
+
+        kernels_32!(
+            $features,
+            dot_q4_0,
+            dot4_q4_0,
+            BlockQ4_0,
+            BlockQ8_0,
+            prep_q4_0,
+            parts_signed,
+            mul_signed,
+            d_q4_0,
+            symmetric_scale,
+            false
+        );
+
+        kernels_32!(
+            $features,
+            dot_q4_1,
+            dot4_q4_1,
+            BlockQ4_1,
+            BlockQ8_1,
+            prep_q4_1,
+            parts_unsigned,
+            mul_unsigned,
+            dm_q4_1,
+            affine_scale,
+            true
+        );
+
+        kernels_32!(
+            $features,
+            dot_q5_0,
+            dot4_q5_0,
+            BlockQ5_0,
+            BlockQ8_0,
+            prep_q5_0,
+            parts_signed,
+            mul_signed,
+            d_q5_0,
+            symmetric_scale,
+            false
+        );
+
+        kernels_32!(
+            $features,
+            dot_q5_1,
+            dot4_q5_1,
+            BlockQ5_1,
+            BlockQ8_1,
+            prep_q5_1,
+            parts_unsigned,
+            mul_unsigned,
+            dm_q5_1,
+            affine_scale,
+            true
+        );
+
+        kernels_32!(
+            $features,
+            dot_q8_0,
+            dot4_q8_0,
+            BlockQ8_0,
+            BlockQ8_0,
+            prep_q8_0,
+            parts_signed,
+            mul_signed,
+            d_q8_0,
+            symmetric_scale,
+            false
+        );
+
+        /// Lane-wise parts of Σ_j m[j] · (sum of the activation quants of sub-block j), the
+        /// K-quant offsets; only their total matters, so they are accumulated as vectors.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn k_offsets(mins: __m256i, a: &BlockQ8K) -> __m256 {
+            let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins))
+        }
+
+        /// The 8 sub-block mins as 16 i16 lanes, each repeated for its two 16-value group sums.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn mins_per_group(m: &[u8; 8]) -> __m256i {
+            let bytes = _mm_loadl_epi64(m.as_ptr() as *const __m128i);
+            _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(bytes, bytes))
+        }
+
+        /// Multiplies the 32 i16 pair sums of two sub-blocks by their scales.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn scaled_pair(
+            q_lo: __m256i,
+            q_hi: __m256i,
+            a: *const i8,
+            sc_lo: u8,
+            sc_hi: u8,
+        ) -> __m256i {
+            let p_lo = _mm256_maddubs_epi16(q_lo, _mm256_loadu_si256(a as *const __m256i));
+            let p_hi = _mm256_maddubs_epi16(q_hi, _mm256_loadu_si256(a.add(32) as *const __m256i));
+            _mm256_add_epi32(
+                _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc_lo as i16)),
+                _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc_hi as i16)),
+            )
+        }
+
+        /// Q4_K against `N` activation rows; each row sees exactly the single-row sequence of
+        /// operations, so every result is bitwise independent of `N`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q4_k_rows<const N: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; N]) -> [f32; N] {
+            let low_nibble = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut offsets = [_mm256_setzero_ps(); N];
+            let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+            for (b, w) in w[..n].iter().enumerate() {
+                let (sc, m) = crate::quant::unpack_scales_mins(&w.scales);
+                let mins = mins_per_group(&m);
+                let (d, dmin) = (splat_f16(w.d), splat_f16(w.dmin));
+                let mut isum = [_mm256_setzero_si256(); N];
+                for c in 0..4 {
+                    let packed = _mm256_loadu_si256(w.qs.as_ptr().add(32 * c) as *const __m256i);
+                    let q_lo = _mm256_and_si256(packed, low_nibble);
+                    let q_hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_nibble);
+                    for r in 0..N {
+                        let act = a[r][b].qs.as_ptr().add(64 * c);
+                        let pair = scaled_pair(q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
+                        isum[r] = _mm256_add_epi32(isum[r], pair);
+                    }
+                }
+                for r in 0..N {
+                    let a_d = _mm256_set1_ps(a[r][b].d);
+                    let scale = _mm256_mul_ps(d, a_d);
+                    acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[r]), acc[r]);
+                    let offset_scale = _mm256_mul_ps(dmin, a_d);
+                    offsets[r] =
+                        _mm256_fmadd_ps(offset_scale, k_offsets(mins, &a[r][b]), offsets[r]);
+                }
+            }
+            std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps(offsets[r]))
+        }
+
+        /// Q5_K against `N` activation rows (see [`dot_q4_k_rows`]).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q5_k_rows<const N: usize>(w: &[BlockQ5K], a: [&[BlockQ8K]; N]) -> [f32; N] {
+            let low_nibble = _mm256_set1_epi8(0x0F);
+            let one = _mm256_set1_epi8(1);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut offsets = [_mm256_setzero_ps(); N];
+            let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+            for (b, w) in w[..n].iter().enumerate() {
+                let (sc, m) = crate::quant::unpack_scales_mins(&w.scales);
+                let mins = mins_per_group(&m);
+                let (d, dmin) = (splat_f16(w.d), splat_f16(w.dmin));
+                let mut high = _mm256_loadu_si256(w.qh.as_ptr() as *const __m256i);
+                let mut isum = [_mm256_setzero_si256(); N];
+                for c in 0..4 {
+                    let packed = _mm256_loadu_si256(w.qs.as_ptr().add(32 * c) as *const __m256i);
+                    // Shifting 16-bit lanes by < 8 keeps bit 0 of each byte from that same byte.
+                    let h_lo = _mm256_slli_epi16(_mm256_and_si256(high, one), 4);
+                    let h_hi =
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 1), one), 4);
+                    high = _mm256_srli_epi16(high, 2);
+                    let q_lo = _mm256_or_si256(_mm256_and_si256(packed, low_nibble), h_lo);
+                    let q_hi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_nibble),
+                        h_hi,
+                    );
+                    for r in 0..N {
+                        let act = a[r][b].qs.as_ptr().add(64 * c);
+                        let pair = scaled_pair(q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
+                        isum[r] = _mm256_add_epi32(isum[r], pair);
+                    }
+                }
+                for r in 0..N {
+                    let a_d = _mm256_set1_ps(a[r][b].d);
+                    let scale = _mm256_mul_ps(d, a_d);
+                    acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[r]), acc[r]);
+                    let offset_scale = _mm256_mul_ps(dmin, a_d);
+                    offsets[r] =
+                        _mm256_fmadd_ps(offset_scale, k_offsets(mins, &a[r][b]), offsets[r]);
+                }
+            }
+            std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps(offsets[r]))
+        }
+
+        /// Q6_K against `N` activation rows (see [`dot_q4_k_rows`]).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q6_k_rows<const N: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; N]) -> [f32; N] {
+            let low_nibble = _mm256_set1_epi8(0x0F);
+            let two_bits = _mm256_set1_epi8(3);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let n = a.iter().fold(w.len(), |n, row| n.min(row.len()));
+            for (b, w) in w[..n].iter().enumerate() {
+                let mut isum = [_mm256_setzero_si256(); N];
+                for half in 0..2 {
+                    let ql_a = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half) as *const __m256i);
+                    let ql_b =
+                        _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+                    let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i);
+                    let high = [
+                        _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4),
+                    ];
+                    // Unbiased 0..=63 values; the -32 bias is applied through the group sums below.
+                    let quarters = [
+                        _mm256_or_si256(_mm256_and_si256(ql_a, low_nibble), high[0]),
+                        _mm256_or_si256(_mm256_and_si256(ql_b, low_nibble), high[1]),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low_nibble),
+                            high[2],
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low_nibble),
+                            high[3],
+                        ),
+                    ];
+                    for (k, q) in quarters.into_iter().enumerate() {
+                        let group = 8 * half + 2 * k;
+                        let scales = _mm256_set_m128i(
+                            _mm_set1_epi16(w.scales[group + 1] as i16),
+                            _mm_set1_epi16(w.scales[group] as i16),
+                        );
+                        for r in 0..N {
+                            let act = _mm256_loadu_si256(
+                                a[r][b].qs.as_ptr().add(128 * half + 32 * k) as *const __m256i,
+                            );
+                            let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, act), scales);
+                            isum[r] = _mm256_add_epi32(isum[r], prod);
+                        }
+                    }
+                }
+                let scales16 =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(w.scales.as_ptr() as *const __m128i));
+                let d = splat_f16(w.d);
+                for r in 0..N {
+                    // The -32 bias, lane-wise: only the lanes' total matters.
+                    let bsums = _mm256_loadu_si256(a[r][b].bsums.as_ptr() as *const __m256i);
+                    let bias = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales16), 5);
+                    let total = _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[r], bias));
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r][b].d));
+                    acc[r] = _mm256_fmadd_ps(scale, total, acc[r]);
+                }
+            }
+            std::array::from_fn(|r| hsum_ps(acc[r]))
+        }
+
+        kernels_k!($features, dot_q4_k, dot4_q4_k, BlockQ4K, dot_q4_k_rows);
+
+        kernels_k!($features, dot_q5_k, dot4_q5_k, BlockQ5K, dot_q5_k_rows);
+
+        kernels_k!($features, dot_q6_k, dot4_q6_k, BlockQ6K, dot_q6_k_rows);
+    };
+}
+
+/// AVX2 + FMA + F16C.
+pub mod avx2 {
+    use super::*;
+
+    /// Bit `i` of `bits` -> byte `i` = 0x10 if set, 0 otherwise.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn high_bits_to_0x10(bits: u32) -> __m256i {
+        let replicated = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let is_set = _mm256_cmpeq_epi8(_mm256_and_si256(replicated, select), select);
+        _mm256_and_si256(is_set, _mm256_set1_epi8(0x10))
+    }
+
+    /// Σ of u8 * i8 products, 8 lanes of i32 (pairs summed by `maddubs`, then quads).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+
+    x86_kernels!("avx2,fma,f16c");
+}
+
+/// AVX-512 F/BW/VL + VNNI on top of AVX2 (256-bit vectors: the kernels gain the
+/// 32-register file, `vpdpbusd` and mask registers, not wider lanes).
+pub mod avx512 {
+    use super::*;
+
+    /// Bit `i` of `bits` -> byte `i` = 0x10 if set, 0 otherwise.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn high_bits_to_0x10(bits: u32) -> __m256i {
+        _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(0x10))
+    }
+
+    /// Σ of u8 * i8 products, 8 lanes of i32, each the sum of the same 4 products as
+    /// the AVX2 `maddubs` + `madd` pair.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+
+    x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+}
