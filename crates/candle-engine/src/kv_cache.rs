@@ -10,7 +10,7 @@
 //! wrap around. Keys are stored after RoPE, so a key's ring index does not
 //! matter to attention; the position of each entry is kept to mask it.
 
-use crate::{Error, Result};
+use crate::{kv_math, Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::ops::Range;
@@ -39,7 +39,7 @@ pub enum KvPrecision {
 }
 
 /// How one precision stores values and rounds the operands that meet them.
-trait KvElement: Copy + Send + Sync + 'static {
+trait KvElement: Copy + Send + Sync + 'static + crate::kv_math::Load8 {
     fn store(src: &[f32], dst: &mut [Self]);
     fn load(src: &[Self], dst: &mut [f32]);
     fn round_operand(x: f32) -> f32;
@@ -416,11 +416,19 @@ impl LayerCache {
         let base = (slot * self.geometry.kv_heads + g) * capacity;
         let mut row = vec![0f32; head_dim];
         let mut weights = vec![0f32; heads * m];
+        let mut head_scores = vec![0f32; heads];
         for (j, &index) in visible.iter().enumerate() {
             let at = (base + index) * head_dim;
-            E::load(&keys[at..at + head_dim], &mut row);
-            for h in 0..heads {
-                let mut score = dot(&q[h * head_dim..(h + 1) * head_dim], &row) * scale;
+            kv_math::key_scores(
+                &q,
+                &keys[at..at + head_dim],
+                head_dim,
+                E::load,
+                &mut row,
+                &mut head_scores,
+            );
+            for (h, &dot) in head_scores.iter().enumerate() {
+                let mut score = dot * scale;
                 if let Some(cap) = softcap {
                     score = cap * (score / cap).tanh();
                 }
@@ -440,95 +448,12 @@ impl LayerCache {
                 *w = E::round_operand(*w * inv);
             }
         }
-        out.fill(0.0);
-        for (j, &index) in visible.iter().enumerate() {
-            let at = (base + index) * head_dim;
-            E::load(&values[at..at + head_dim], &mut row);
-            for (h, acc) in out.chunks_mut(head_dim).enumerate() {
-                let w = weights[h * m + j];
-                for (a, &v) in acc.iter_mut().zip(&row) {
-                    *a += w * v;
-                }
-            }
-        }
+        let value = |j: usize| {
+            let at = (base + visible[j]) * head_dim;
+            &values[at..at + head_dim]
+        };
+        kv_math::weighted_values(&weights, m, value, head_dim, E::load, &mut row, out);
     }
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: the build enables AVX2 and FMA (checked by the cfg above).
-        unsafe { dot_fma(a, b) }
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        dot_portable(a, b)
-    }
-}
-
-/// Four independent FMA chains: with one, each step waits for the previous one
-/// (4 cycles) and a 256-wide head dot was bound by that latency; LLVM does not
-/// split the chain itself, and its own vectorisation of a 32-lane array was worse.
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let split = n / 32 * 32;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in (0..split).step_by(32) {
-        for (k, acc) in acc.iter_mut().enumerate() {
-            let at = i + 8 * k;
-            let x = _mm256_loadu_ps(a[at..at + 8].as_ptr());
-            let y = _mm256_loadu_ps(b[at..at + 8].as_ptr());
-            *acc = _mm256_fmadd_ps(x, y, *acc);
-        }
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-    lanes.iter().sum::<f32>() + dot_portable(&a[split..n], &b[split..n])
-}
-
-#[cfg_attr(
-    all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ),
-    inline
-)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 8;
-    let mut partial = [0f32; LANES];
-    let split = a.len() / LANES * LANES;
-    for (ca, cb) in a[..split]
-        .chunks_exact(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
-        for lane in 0..LANES {
-            partial[lane] += ca[lane] * cb[lane];
-        }
-    }
-    partial.iter().sum::<f32>()
-        + a[split..]
-            .iter()
-            .zip(&b[split..])
-            .map(|(x, y)| x * y)
-            .sum::<f32>()
 }
 
 #[cfg(test)]

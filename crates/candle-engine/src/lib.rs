@@ -10,6 +10,7 @@ pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
+mod kv_math;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
 pub mod model;
