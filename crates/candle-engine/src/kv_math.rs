@@ -142,16 +142,6 @@ mod simd {
 
 pub(crate) use simd::Load8;
 
-/// Whether the register-blocked loops handle this head size.
-fn fast_path(head_dim: usize) -> bool {
-    cfg!(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma",
-        target_feature = "f16c"
-    )) && head_dim.is_multiple_of(16)
-}
-
 /// `scores[h] = q_h · key` for the heads of `q` ([heads, head_dim]); `row` is
 /// scratch of `head_dim` values for the portable path.
 pub(crate) fn key_scores<E: Load8>(
@@ -168,7 +158,7 @@ pub(crate) fn key_scores<E: Load8>(
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if fast_path(head_dim) {
+    if head_dim.is_multiple_of(16) {
         return simd::key_scores(q, key, head_dim, scores);
     }
     load(key, row);
@@ -194,7 +184,7 @@ pub(crate) fn weighted_values<'v, E: Load8 + 'v>(
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if fast_path(head_dim) {
+    if head_dim.is_multiple_of(16) {
         return simd::weighted_values(weights, rows, value, head_dim, out);
     }
     out.fill(0.0);
