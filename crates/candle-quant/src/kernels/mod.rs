@@ -69,8 +69,54 @@ pub type DotFn<B> = fn(&[B], &[<B as BlockFormat>::Act]) -> f32;
 /// One row of weight blocks against four activation rows at once (prefill).
 pub type Dot4Fn<B> = fn(&[B], [&[<B as BlockFormat>::Act]; 4]) -> [f32; 4];
 
+/// What the VNNI kernels of the symmetric 32-value formats (Q4_0, Q5_0, Q8_0) read
+/// per activation block besides its quants, computed once per matmul and shared by
+/// every weight row. Those kernels make the weight quants unsigned, `u = q + bias`,
+/// so one `vpdpbusd` takes them without the sign transfer onto the activations;
+/// starting each lane from `-bias · (its 4 activation quants' sum)` leaves exactly
+/// Σ q·a in every lane.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub struct ActAux {
+    /// Per lane `i` (activation quants `4i..4i+4`): `-bias · Σ a`.
+    pub lane_init: [i32; 8],
+    /// The activation block's scale, converted from f16 once.
+    pub d: f32,
+}
+
+impl ActAux {
+    /// The side data of one Q8_0 activation block for weights biased by `bias`.
+    pub fn new(a: &BlockQ8_0, bias: i32) -> ActAux {
+        ActAux {
+            lane_init: std::array::from_fn(|i| {
+                -bias
+                    * a.qs[4 * i..4 * i + 4]
+                        .iter()
+                        .map(|&q| q as i32)
+                        .sum::<i32>()
+            }),
+            d: a.d.to_f32(),
+        }
+    }
+}
+
+/// A row of weight blocks against `N` activation rows with their [`ActAux`].
+pub type DotAuxFn<B, const N: usize> =
+    fn(&[B], [&[<B as BlockFormat>::Act]; N], [&[ActAux]; N]) -> [f32; N];
+
 /// A block format with run-time selectable dot-product kernels.
 pub trait Kernel: BlockFormat {
+    /// The bias that makes this format's weight quants unsigned for its [`ActAux`]
+    /// kernels, for the formats that have them.
+    const AUX_BIAS: Option<i32> = None;
+
+    /// Single- and four-row kernels reading [`ActAux`] (built with `AUX_BIAS`), each
+    /// result bitwise equal to `dot_fn(isa)`'s, when `isa` has them for this format.
+    fn aux_fns(isa: Isa) -> Option<(DotAuxFn<Self, 1>, DotAuxFn<Self, 4>)> {
+        let _ = isa;
+        None
+    }
+
     /// The dot product for `isa`, or the scalar reference when `isa` is unavailable here
     /// or has no kernel for this format.
     fn dot_fn(isa: Isa) -> DotFn<Self>;
@@ -117,9 +163,33 @@ macro_rules! kernel {
     (@simd128 $block:ty, $f:ident) => {
         simd128::$f
     };
-    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt) => {
+    (@aux $block:ty) => {};
+    (@aux $block:ty, $bias:literal, $aux:ident) => {
+        const AUX_BIAS: Option<i32> = Some($bias);
+
+        fn aux_fns(isa: Isa) -> Option<(DotAuxFn<Self, 1>, DotAuxFn<Self, 4>)> {
+            match isa {
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                Isa::Avx512Vnni if isa.is_available() => {
+                    fn rows<const N: usize>(
+                        w: &[$block],
+                        a: [&[BlockQ8_0]; N],
+                        aux: [&[ActAux]; N],
+                    ) -> [f32; N] {
+                        // SAFETY: only handed out after `is_available` confirmed
+                        // AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+                        unsafe { x86::avx512::$aux::<N>(w, a, aux) }
+                    }
+                    Some((rows::<1>, rows::<4>))
+                }
+                _ => None,
+            }
+        }
+    };
+    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt $(, $bias:literal, $aux:ident)?) => {
         impl Kernel for $block {
             kernel!(@dot $block, $avx2, $simd128);
+            kernel!(@aux $block $(, $bias, $aux)?);
 
             fn dot4_fn(isa: Isa) -> Option<Dot4Fn<Self>> {
                 match isa {
@@ -154,11 +224,11 @@ macro_rules! kernel {
     };
 }
 
-kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0);
+kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0, 8, aux_q4_0);
 kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1);
-kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, none);
+kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, none, 16, aux_q5_0);
 kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, none);
-kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0);
+kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0, 128, aux_q8_0);
 kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, none);
 kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, none);
 kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, none);

@@ -82,14 +82,16 @@ macro_rules! unrolled_dot4 {
         let mut acc = [[_mm256_setzero_ps(); 2]; 4];
         let mut offsets = [[0f32; 2]; 4];
         let pairs = n / 2;
+        // SAFETY (every `get_unchecked` below): `b < n`, the shortest slice's length.
+        // Checked indexing cost ten compare-and-branch pairs per block pair here.
         for p in 0..pairs {
             for k in 0..2 {
                 let b = 2 * p + k;
-                let q = $parts($prep(&w[b]));
-                let ws = $wscale(&w[b]);
+                let q = $parts($prep(w.get_unchecked(b)));
+                let ws = $wscale(w.get_unchecked(b));
                 for r in 0..4 {
-                    let (scale, offset) = $ascale(ws, &a[r][b]);
-                    let isum = block_isum!(q, $mul, a[r][b]);
+                    let (scale, offset) = $ascale(ws, a[r].get_unchecked(b));
+                    let isum = block_isum!(q, $mul, *a[r].get_unchecked(b));
                     acc[r][k] = _mm256_fmadd_ps(scale, isum, acc[r][k]);
                     if $has_offset {
                         offsets[r][k] += offset;
@@ -99,11 +101,11 @@ macro_rules! unrolled_dot4 {
         }
         if n % 2 == 1 {
             let b = n - 1;
-            let q = $parts($prep(&w[b]));
-            let ws = $wscale(&w[b]);
+            let q = $parts($prep(w.get_unchecked(b)));
+            let ws = $wscale(w.get_unchecked(b));
             for r in 0..4 {
-                let (scale, offset) = $ascale(ws, &a[r][b]);
-                let isum = block_isum!(q, $mul, a[r][b]);
+                let (scale, offset) = $ascale(ws, a[r].get_unchecked(b));
+                let isum = block_isum!(q, $mul, *a[r].get_unchecked(b));
                 acc[r][0] = _mm256_fmadd_ps(scale, isum, acc[r][0]);
                 if $has_offset {
                     offsets[r][0] += offset;
@@ -627,4 +629,82 @@ pub mod avx512 {
     }
 
     x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+    use crate::kernels::ActAux;
+
+    /// Q4_0 quants as unsigned 0..=15 (q + 8).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn unsigned_q4_0(w: &BlockQ4_0) -> __m256i {
+        unpack_nibbles(w.qs.as_ptr())
+    }
+
+    /// Q5_0 quants as unsigned 0..=31 (q + 16).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn unsigned_q5_0(w: &BlockQ5_0) -> __m256i {
+        _mm256_or_si256(
+            unpack_nibbles(w.qs.as_ptr()),
+            high_bits_to_0x10(u32::from_le_bytes(w.qh)),
+        )
+    }
+
+    /// Q8_0 quants as unsigned 0..=255 (q + 128, a flip of the sign bit).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn unsigned_q8_0(w: &BlockQ8_0) -> __m256i {
+        _mm256_xor_si256(load_i8x32(&w.qs), _mm256_set1_epi8(-128))
+    }
+
+    /// One weight block against `N` activation rows, into accumulators `acc`.
+    macro_rules! aux_block {
+        ($unsigned:ident, $w:expr, $a:expr, $aux:expr, $b:expr, $acc:ident, $n:expr) => {{
+            let (w, b) = ($w, $b);
+            let u = $unsigned(w.get_unchecked(b));
+            let d = splat_f16(w.get_unchecked(b).d);
+            for r in 0..$n {
+                let side = $aux[r].get_unchecked(b);
+                let init = _mm256_loadu_si256(side.lane_init.as_ptr() as *const __m256i);
+                let isum = _mm256_dpbusd_epi32(init, u, load_i8x32(&$a[r].get_unchecked(b).qs));
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(side.d));
+                $acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), $acc[r]);
+            }
+        }};
+    }
+
+    /// The symmetric formats against `N` activation rows with their [`ActAux`]: each
+    /// lane starts from `-bias · Σa` and `vpdpbusd` adds Σ (q + bias)·a, leaving the
+    /// integers of [`unrolled_dot`]'s lanes; the scale is the same f32 product and
+    /// even and odd blocks go to separate accumulators as there, so results are
+    /// bitwise equal.
+    macro_rules! aux_rows {
+        ($name:ident, $block:ty, $unsigned:ident) => {
+            /// # Safety
+            /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub unsafe fn $name<const N: usize>(
+                w: &[$block],
+                a: [&[BlockQ8_0]; N],
+                aux: [&[ActAux]; N],
+            ) -> [f32; N] {
+                let n = (0..N).fold(w.len(), |n, r| n.min(a[r].len()).min(aux[r].len()));
+                let mut even = [_mm256_setzero_ps(); N];
+                let mut odd = [_mm256_setzero_ps(); N];
+                // SAFETY (the unchecked indexing in `aux_block`): every block index
+                // is below `n`, the shortest slice's length.
+                for p in 0..n / 2 {
+                    aux_block!($unsigned, w, a, aux, 2 * p, even, N);
+                    aux_block!($unsigned, w, a, aux, 2 * p + 1, odd, N);
+                }
+                if n % 2 == 1 {
+                    aux_block!($unsigned, w, a, aux, n - 1, even, N);
+                }
+                std::array::from_fn(|r| hsum_ps(_mm256_add_ps(even[r], odd[r])))
+            }
+        };
+    }
+
+    aux_rows!(aux_q4_0, BlockQ4_0, unsigned_q4_0);
+    aux_rows!(aux_q5_0, BlockQ5_0, unsigned_q5_0);
+    aux_rows!(aux_q8_0, BlockQ8_0, unsigned_q8_0);
 }
