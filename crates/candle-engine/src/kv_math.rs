@@ -46,30 +46,35 @@ mod simd {
         _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
     }
 
-    /// `scores[h] = q_h · key` for up to 4 heads at a time; `head_dim` a multiple of 16.
+    /// `scores[h] = q_h · key` for 4 heads at a time; `head_dim` a multiple of 16.
     /// Each key chunk is converted once for all heads, and two chains per head keep
-    /// the FMA latency hidden.
+    /// the FMA latency hidden. A group always runs 4 heads (the last one repeated
+    /// where fewer are left): with a variable count the accumulators lived in memory.
     #[inline]
     pub fn key_scores<E: Load8>(q: &[f32], key: &[E], head_dim: usize, scores: &mut [f32]) {
+        let heads = scores.len();
         assert!(head_dim.is_multiple_of(16) && key.len() >= head_dim);
-        assert!(q.len() >= scores.len() * head_dim);
-        for (group, out) in scores.chunks_mut(4).enumerate() {
-            let first = group * 4;
-            // SAFETY: every read is at `c + 8 < head_dim` within a head of `q`
-            // (checked above) or within `key`; the build enables AVX2/FMA/F16C.
+        assert!(heads > 0 && q.len() >= heads * head_dim);
+        for first in (0..heads).step_by(4) {
+            let head = |h: usize| (first + h).min(heads - 1);
+            // SAFETY: every read is at `c + 8 <= head_dim` within head `head(h) <
+            // heads` of `q` (checked above) or within `key`; the build enables
+            // AVX2/FMA/F16C.
             unsafe {
+                let rows: [*const f32; 4] =
+                    std::array::from_fn(|h| q.as_ptr().add(head(h) * head_dim));
                 let mut acc = [[_mm256_setzero_ps(); 2]; 4];
                 for c in (0..head_dim).step_by(16) {
                     let k0 = E::load8(key.as_ptr().add(c));
                     let k1 = E::load8(key.as_ptr().add(c + 8));
-                    for (h, acc) in acc.iter_mut().enumerate().take(out.len()) {
-                        let qh = q.as_ptr().add((first + h) * head_dim + c);
-                        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8)), k1, acc[1]);
+                    for h in 0..4 {
+                        let qh = rows[h].add(c);
+                        acc[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, acc[h][0]);
+                        acc[h][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8)), k1, acc[h][1]);
                     }
                 }
-                for (s, acc) in out.iter_mut().zip(acc) {
-                    *s = hsum(_mm256_add_ps(acc[0], acc[1]));
+                for h in 0..(heads - first).min(4) {
+                    scores[first + h] = hsum(_mm256_add_ps(acc[h][0], acc[h][1]));
                 }
             }
         }
