@@ -110,7 +110,7 @@ impl<'a> WeightBlocks<'a> {
     /// unpacking per byte that the aux kernel is a third faster even for one row.
     fn aux_bias(&self, isa: Isa, m: usize) -> Option<i32> {
         fn of<B: Kernel>(_: &[B], isa: Isa) -> Option<i32> {
-            B::aux_fns(isa).and(B::AUX_BIAS)
+            B::aux_tile(isa).and(B::AUX_BIAS)
         }
         if m == 1 && matches!(self, WeightBlocks::Q8_0(_)) {
             return None;
@@ -273,28 +273,23 @@ fn compute_rows<B: Kernel>(
     let a_row = |i: usize| &acts[i * acts_per_row..(i + 1) * acts_per_row];
     // SAFETY: (i, r) is in bounds and only this task owns output row r.
     let store = |i: usize, r: usize, v: f32| unsafe { *out.0.add(i * out_features + r) = v };
-    if let (Some(aux), Some((aux1, aux4))) = (aux, B::aux_fns(isa)) {
-        let aux_row = |i: usize| &aux[i * acts_per_row..(i + 1) * acts_per_row];
+    if let (Some(aux), Some(tile_kernel)) = (aux, B::aux_tile(isa)) {
         for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
             let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);
-            for r in rows.clone() {
-                let w_row = &weights[r * blocks_per_row..(r + 1) * blocks_per_row];
-                let mut i = tile.start;
-                while i + 4 <= tile.end {
-                    let y = aux4(
-                        w_row,
-                        std::array::from_fn(|k| a_row(i + k)),
-                        std::array::from_fn(|k| aux_row(i + k)),
-                    );
-                    y.into_iter()
-                        .enumerate()
-                        .for_each(|(k, v)| store(i + k, r, v));
-                    i += 4;
-                }
-                for i in i..tile.end {
-                    store(i, r, aux1(w_row, [a_row(i)], [aux_row(i)])[0]);
-                }
-            }
+            // SAFETY: the kernel writes out[i * out_features + r] for this task's
+            // rows only, all in bounds; `acts` and `aux` hold all m activation rows.
+            unsafe {
+                tile_kernel(
+                    weights,
+                    blocks_per_row,
+                    rows.clone(),
+                    acts,
+                    aux,
+                    tile,
+                    out.0,
+                    out_features,
+                )
+            };
         }
         return;
     }

@@ -100,9 +100,24 @@ impl ActAux {
     }
 }
 
-/// A row of weight blocks against `N` activation rows with their [`ActAux`].
-pub type DotAuxFn<B, const N: usize> =
-    fn(&[B], [&[<B as BlockFormat>::Act]; N], [&[ActAux]; N]) -> [f32; N];
+/// `out[i * out_features + r] = w_r · a_i` for weight rows `rows` and activation rows
+/// `tokens` (`ActAux` alongside the activations), every value bitwise equal to the
+/// format's `dot_fn`. Arguments: weights, blocks per row, rows, activations, aux,
+/// tokens, out, out_features.
+///
+/// # Safety
+/// `out` must be valid for writes at every such index, elements no other thread
+/// touches during the call; the slices must hold every row and token named.
+pub type AuxTileFn<B> = unsafe fn(
+    &[B],
+    usize,
+    std::ops::Range<usize>,
+    &[<B as BlockFormat>::Act],
+    &[ActAux],
+    std::ops::Range<usize>,
+    *mut f32,
+    usize,
+);
 
 /// A block format with run-time selectable dot-product kernels.
 pub trait Kernel: BlockFormat {
@@ -110,9 +125,9 @@ pub trait Kernel: BlockFormat {
     /// kernels, for the formats that have them.
     const AUX_BIAS: Option<i32> = None;
 
-    /// Single- and four-row kernels reading [`ActAux`] (built with `AUX_BIAS`), each
-    /// result bitwise equal to `dot_fn(isa)`'s, when `isa` has them for this format.
-    fn aux_fns(isa: Isa) -> Option<(DotAuxFn<Self, 1>, DotAuxFn<Self, 4>)> {
+    /// The tile kernel reading [`ActAux`] (built with `AUX_BIAS`), when `isa` has one
+    /// for this format.
+    fn aux_tile(isa: Isa) -> Option<AuxTileFn<Self>> {
         let _ = isa;
         None
     }
@@ -167,21 +182,13 @@ macro_rules! kernel {
     (@aux $block:ty, $bias:literal, $aux:ident) => {
         const AUX_BIAS: Option<i32> = Some($bias);
 
-        fn aux_fns(isa: Isa) -> Option<(DotAuxFn<Self, 1>, DotAuxFn<Self, 4>)> {
+        fn aux_tile(isa: Isa) -> Option<AuxTileFn<Self>> {
             match isa {
+                // Handed out only after `is_available` confirmed AVX2, FMA, F16C,
+                // AVX-512 F/BW/VL and VNNI; the rest of the kernel's safety
+                // contract is the caller's (see `AuxTileFn`).
                 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                Isa::Avx512Vnni if isa.is_available() => {
-                    fn rows<const N: usize>(
-                        w: &[$block],
-                        a: [&[BlockQ8_0]; N],
-                        aux: [&[ActAux]; N],
-                    ) -> [f32; N] {
-                        // SAFETY: only handed out after `is_available` confirmed
-                        // AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-                        unsafe { x86::avx512::$aux::<N>(w, a, aux) }
-                    }
-                    Some((rows::<1>, rows::<4>))
-                }
+                Isa::Avx512Vnni if isa.is_available() => Some(x86::avx512::$aux),
                 _ => None,
             }
         }
@@ -224,11 +231,11 @@ macro_rules! kernel {
     };
 }
 
-kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0, 8, aux_q4_0);
+kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0, 8, aux_tile_q4_0);
 kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1);
-kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, none, 16, aux_q5_0);
+kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, none, 16, aux_tile_q5_0);
 kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, none);
-kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0, 128, aux_q8_0);
+kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0, 128, aux_tile_q8_0);
 kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, none);
 kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, none);
 kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, none);

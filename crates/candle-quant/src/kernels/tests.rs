@@ -345,47 +345,56 @@ fn avx512_vnni_kernels_equal_the_avx2_kernels_bitwise() {
 }
 
 /// The [`super::ActAux`] kernels move the weight bias into the lanes' starting
-/// values; the lanes end on the same integers, so single- and four-row results must
-/// be bitwise equal to `dot_fn`'s, also for Q8_0 weights holding -128 (u = 0).
-fn assert_aux_kernels_equal_dot<B: Kernel<Act = BlockQ8_0>>(
+/// values; the lanes end on the same integers, so every output of the tile kernel
+/// (four-row groups and the single-row rest) must be bitwise equal to `dot_fn`'s,
+/// also for Q8_0 weights holding -128 (u = 0).
+fn assert_aux_tile_equals_dot<B: Kernel<Act = BlockQ8_0>>(
     rng: &mut StdRng,
     n_blocks: usize,
     weights: Option<Vec<B>>,
 ) {
-    let Some((aux1, aux4)) = B::aux_fns(Isa::best()) else {
+    let Some(tile) = B::aux_tile(Isa::best()) else {
         return;
     };
     let bias = B::AUX_BIAS.expect("formats with aux kernels name their bias");
     let n = n_blocks * B::ELEMS;
     let weights = weights.unwrap_or_else(|| {
-        let w_f: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let w_f: Vec<f32> = (0..3 * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         w_f.chunks_exact(B::ELEMS).map(B::quantize).collect()
     });
-    let rows: Vec<Vec<BlockQ8_0>> = (0..4)
-        .map(|_| {
-            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
-            crate::quant::quantize_activations(&x)
-        })
+    let (out_rows, tokens) = (weights.len() / n_blocks, 6);
+    let x: Vec<f32> = (0..tokens * n)
+        .map(|_| rng.random_range(-3.0f32..3.0))
         .collect();
-    let aux: Vec<Vec<super::ActAux>> = rows
-        .iter()
-        .map(|row| row.iter().map(|a| super::ActAux::new(a, bias)).collect())
-        .collect();
-    let four = aux4(
-        &weights,
-        std::array::from_fn(|r| &rows[r][..]),
-        std::array::from_fn(|r| &aux[r][..]),
-    );
-    for r in 0..4 {
-        let plain = B::dot_fn(Isa::best())(&weights, &rows[r]);
-        let single = aux1(&weights, [&rows[r]], [&aux[r]])[0];
-        assert_eq!(single.to_bits(), plain.to_bits(), "{:?} row {r}", B::TYPE);
-        assert_eq!(
-            four[r].to_bits(),
-            plain.to_bits(),
-            "{:?} four-row {r}",
-            B::TYPE
-        );
+    let acts: Vec<BlockQ8_0> = crate::quant::quantize_activations(&x);
+    let aux: Vec<super::ActAux> = acts.iter().map(|a| super::ActAux::new(a, bias)).collect();
+    let mut out = vec![f32::NAN; tokens * out_rows];
+    // SAFETY: out holds tokens × out_rows values; acts and aux hold every token.
+    unsafe {
+        tile(
+            &weights,
+            n_blocks,
+            0..out_rows,
+            &acts,
+            &aux,
+            0..tokens,
+            out.as_mut_ptr(),
+            out_rows,
+        )
+    };
+    for i in 0..tokens {
+        for r in 0..out_rows {
+            let plain = B::dot_fn(Isa::best())(
+                &weights[r * n_blocks..(r + 1) * n_blocks],
+                &acts[i * n_blocks..(i + 1) * n_blocks],
+            );
+            assert_eq!(
+                out[i * out_rows + r].to_bits(),
+                plain.to_bits(),
+                "{:?} token {i} row {r}",
+                B::TYPE
+            );
+        }
     }
 }
 
@@ -393,14 +402,14 @@ fn assert_aux_kernels_equal_dot<B: Kernel<Act = BlockQ8_0>>(
 fn aux_kernels_equal_the_plain_kernels_bitwise() {
     let mut rng = StdRng::seed_from_u64(6);
     for n_blocks in [1, 2, 5, 20] {
-        assert_aux_kernels_equal_dot::<BlockQ4_0>(&mut rng, n_blocks, None);
-        assert_aux_kernels_equal_dot::<BlockQ5_0>(&mut rng, n_blocks, None);
-        assert_aux_kernels_equal_dot::<BlockQ8_0>(&mut rng, n_blocks, None);
+        assert_aux_tile_equals_dot::<BlockQ4_0>(&mut rng, n_blocks, None);
+        assert_aux_tile_equals_dot::<BlockQ5_0>(&mut rng, n_blocks, None);
+        assert_aux_tile_equals_dot::<BlockQ8_0>(&mut rng, n_blocks, None);
     }
-    let mut w: Vec<BlockQ8_0> = random_bytes(&mut rng, 3);
+    let mut w: Vec<BlockQ8_0> = random_bytes(&mut rng, 6);
     for b in &mut w {
         set_f16(&mut b.d, 0.01);
         b.qs[..8].iter_mut().for_each(|q| *q = -128);
     }
-    assert_aux_kernels_equal_dot::<BlockQ8_0>(&mut rng, 3, Some(w));
+    assert_aux_tile_equals_dot::<BlockQ8_0>(&mut rng, 3, Some(w));
 }

@@ -179,7 +179,8 @@ macro_rules! kernels_k {
 }
 
 /// Every kernel and helper of one x86 module, for the CPU features `$features`; the
-/// module itself defines `high_bits_to_0x10` and `dot_u8_i8` for its instruction set.
+/// module itself defines `high_bits_to_0x10`, `dot_u8_i8` and `madd_acc` for its
+/// instruction set.
 macro_rules! x86_kernels {
     ($features:literal) => {
         /// `h` in all 8 lanes. Broadcasting before the conversion keeps every lane in use:
@@ -405,10 +406,11 @@ macro_rules! x86_kernels {
             _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(bytes, bytes))
         }
 
-        /// Multiplies the 32 i16 pair sums of two sub-blocks by their scales.
+        /// Adds to `acc` the 32 i16 pair sums of two sub-blocks times their scales.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn scaled_pair(
+        unsafe fn add_scaled_pair(
+            acc: __m256i,
             q_lo: __m256i,
             q_hi: __m256i,
             a: *const i8,
@@ -417,10 +419,8 @@ macro_rules! x86_kernels {
         ) -> __m256i {
             let p_lo = _mm256_maddubs_epi16(q_lo, _mm256_loadu_si256(a as *const __m256i));
             let p_hi = _mm256_maddubs_epi16(q_hi, _mm256_loadu_si256(a.add(32) as *const __m256i));
-            _mm256_add_epi32(
-                _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc_lo as i16)),
-                _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc_hi as i16)),
-            )
+            let acc = madd_acc(acc, p_lo, _mm256_set1_epi16(sc_lo as i16));
+            madd_acc(acc, p_hi, _mm256_set1_epi16(sc_hi as i16))
         }
 
         /// Q4_K against `N` activation rows; each row sees exactly the single-row sequence of
@@ -443,8 +443,8 @@ macro_rules! x86_kernels {
                     let q_hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_nibble);
                     for r in 0..N {
                         let act = a[r][b].qs.as_ptr().add(64 * c);
-                        let pair = scaled_pair(q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
-                        isum[r] = _mm256_add_epi32(isum[r], pair);
+                        isum[r] =
+                            add_scaled_pair(isum[r], q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
                     }
                 }
                 for r in 0..N {
@@ -488,8 +488,8 @@ macro_rules! x86_kernels {
                     );
                     for r in 0..N {
                         let act = a[r][b].qs.as_ptr().add(64 * c);
-                        let pair = scaled_pair(q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
-                        isum[r] = _mm256_add_epi32(isum[r], pair);
+                        isum[r] =
+                            add_scaled_pair(isum[r], q_lo, q_hi, act, sc[2 * c], sc[2 * c + 1]);
                     }
                 }
                 for r in 0..N {
@@ -548,8 +548,7 @@ macro_rules! x86_kernels {
                             let act = _mm256_loadu_si256(
                                 a[r][b].qs.as_ptr().add(128 * half + 32 * k) as *const __m256i,
                             );
-                            let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, act), scales);
-                            isum[r] = _mm256_add_epi32(isum[r], prod);
+                            isum[r] = madd_acc(isum[r], _mm256_maddubs_epi16(q, act), scales);
                         }
                     }
                 }
@@ -605,6 +604,13 @@ pub mod avx2 {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
+    /// `acc` plus the pairwise i16 products of `p` and `s`, summed into i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn madd_acc(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+    }
+
     x86_kernels!("avx2,fma,f16c");
 }
 
@@ -628,7 +634,17 @@ pub mod avx512 {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
     }
 
+    /// `acc` plus the pairwise i16 products of `p` and `s`: one `vpdpwssd`, the same
+    /// lane integers as AVX2's `madd` + `add`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn madd_acc(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, p, s)
+    }
+
     x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+    use std::ops::Range;
 
     use crate::kernels::ActAux;
 
@@ -681,8 +697,9 @@ pub mod avx512 {
         ($name:ident, $block:ty, $unsigned:ident) => {
             /// # Safety
             /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+            #[inline]
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            pub unsafe fn $name<const N: usize>(
+            unsafe fn $name<const N: usize>(
                 w: &[$block],
                 a: [&[BlockQ8_0]; N],
                 aux: [&[ActAux]; N],
@@ -707,4 +724,55 @@ pub mod avx512 {
     aux_rows!(aux_q4_0, BlockQ4_0, unsigned_q4_0);
     aux_rows!(aux_q5_0, BlockQ5_0, unsigned_q5_0);
     aux_rows!(aux_q8_0, BlockQ8_0, unsigned_q8_0);
+
+    /// Every output of weight rows `rows` for activation rows `tokens`, four
+    /// activation rows at a time: the loops live in the kernel's own function so
+    /// the row kernels inline into them instead of returning their results through
+    /// memory to a caller, once per four rows.
+    macro_rules! aux_tile {
+        ($name:ident, $rows_fn:ident, $block:ty) => {
+            /// # Safety
+            /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI. `out` must be valid
+            /// for writes at `i * out_features + r` for every `i` in `tokens` and `r`
+            /// in `rows`, elements no other thread touches during the call.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub unsafe fn $name(
+                w: &[$block],
+                blocks_per_row: usize,
+                rows: Range<usize>,
+                a: &[BlockQ8_0],
+                aux: &[ActAux],
+                tokens: Range<usize>,
+                out: *mut f32,
+                out_features: usize,
+            ) {
+                let a_row = |i: usize| &a[i * blocks_per_row..(i + 1) * blocks_per_row];
+                let aux_row = |i: usize| &aux[i * blocks_per_row..(i + 1) * blocks_per_row];
+                for r in rows {
+                    let w_row = &w[r * blocks_per_row..(r + 1) * blocks_per_row];
+                    let mut i = tokens.start;
+                    while i + 4 <= tokens.end {
+                        let y = $rows_fn::<4>(
+                            w_row,
+                            std::array::from_fn(|k| a_row(i + k)),
+                            std::array::from_fn(|k| aux_row(i + k)),
+                        );
+                        for (k, v) in y.into_iter().enumerate() {
+                            *out.add((i + k) * out_features + r) = v;
+                        }
+                        i += 4;
+                    }
+                    for i in i..tokens.end {
+                        *out.add(i * out_features + r) =
+                            $rows_fn::<1>(w_row, [a_row(i)], [aux_row(i)])[0];
+                    }
+                }
+            }
+        };
+    }
+
+    aux_tile!(aux_tile_q4_0, aux_q4_0, BlockQ4_0);
+    aux_tile!(aux_tile_q5_0, aux_q5_0, BlockQ5_0);
+    aux_tile!(aux_tile_q8_0, aux_q8_0, BlockQ8_0);
 }
