@@ -6,6 +6,7 @@ use crate::kv_cache::KvCache;
 use crate::model::{Batch, Decoder};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -31,13 +32,26 @@ impl QuantizedLlama {
     /// Loads a `.gguf` file with a context of at most 4096 positions.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::from_file(
+            candle_quant::gguf::GgufFile::open(path.as_ref())?,
+            device,
+        )
+    }
+
+    /// Like [`QuantizedLlama::load`], from the bytes of a `.gguf` file already in
+    /// memory (the form a browser hands over); validated the same way.
+    pub fn from_gguf_bytes(bytes: Vec<u8>, device: &Device) -> Result<Self> {
+        Self::from_file(candle_quant::gguf::GgufFile::from_vec(bytes)?, device)
+    }
+
+    fn from_file(file: candle_quant::gguf::GgufFile<'static>, device: &Device) -> Result<Self> {
         if !device.is_cpu() {
             return Err(Error::InvalidModel(format!(
                 "QuantizedLlama runs on the CPU in this version, not {:?}",
                 device.location()
             )));
         }
-        let model = GgufModel::new(candle_quant::gguf::GgufFile::open(path.as_ref())?);
+        let model = GgufModel::new(file);
         let config = model.config()?;
         let context = config.max_position_embeddings.min(4096);
         let decoder = Decoder::load(config, &model, context)?;

@@ -238,3 +238,27 @@ fn malformed_and_missing_files_are_clear_errors() {
     std::fs::remove_file(&path).unwrap();
     assert!(!err.to_string().is_empty());
 }
+
+#[test]
+fn loading_from_bytes_equals_loading_from_the_file() {
+    // The in-memory form is what a browser build gets; it must be the same model
+    // and reject the same malformed input.
+    let bytes = tiny_llama(QuantType::Q4_0);
+    let path = write_temp("from-bytes", &bytes);
+    let input = Tensor::new(&[1u32, 2, 3], &Device::Cpu).unwrap();
+    let from_file = QuantizedLlama::load(&path, &Device::Cpu)
+        .unwrap()
+        .forward(&input, 0)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let from_bytes = QuantizedLlama::from_gguf_bytes(bytes.clone(), &Device::Cpu)
+        .unwrap()
+        .forward(&input, 0)
+        .unwrap();
+    assert_eq!(
+        from_file.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        from_bytes.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    let truncated = bytes[..bytes.len() / 2].to_vec();
+    assert!(QuantizedLlama::from_gguf_bytes(truncated, &Device::Cpu).is_err());
+}

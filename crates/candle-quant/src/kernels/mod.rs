@@ -1,6 +1,7 @@
 //! Fast paths for the quantized dot products, selected at run time, and the threaded
 //! matrix-vector / matrix-matrix driver built on them.
 
+#[cfg(feature = "tensor")]
 pub(crate) mod matmul;
 mod pool;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
