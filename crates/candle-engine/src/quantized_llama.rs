@@ -32,10 +32,7 @@ impl QuantizedLlama {
     /// Loads a `.gguf` file with a context of at most 4096 positions.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::from_file(
-            candle_quant::gguf::GgufFile::open(path.as_ref())?,
-            device,
-        )
+        Self::from_file(candle_quant::gguf::GgufFile::open(path.as_ref())?, device)
     }
 
     /// Like [`QuantizedLlama::load`], from the bytes of a `.gguf` file already in

@@ -168,16 +168,10 @@ macro_rules! kernel {
                     dot
                 }
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-                Isa::Simd128 => kernel!(@simd128 $block, $simd128),
+                Isa::Simd128 => simd128::$simd128,
                 _ => <$block as BlockFormat>::dot_ref,
             }
         }
-    };
-    (@simd128 $block:ty, none) => {
-        <$block as BlockFormat>::dot_ref
-    };
-    (@simd128 $block:ty, $f:ident) => {
-        simd128::$f
     };
     (@aux $block:ty) => {};
     (@aux $block:ty, $bias:literal, $aux:ident) => {
@@ -234,12 +228,12 @@ macro_rules! kernel {
 
 kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0, 8, aux_tile_q4_0);
 kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1);
-kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, none, 16, aux_tile_q5_0);
-kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, none);
+kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, dot_q5_0, 16, aux_tile_q5_0);
+kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, dot_q5_1);
 kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0, 128, aux_tile_q8_0);
-kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, none);
-kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, none);
-kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, none);
+kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, dot_q4_k);
+kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, dot_q5_k);
+kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, dot_q6_k);
 
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,6 @@ mod q8_k;
 pub use error::QuantError;
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
-#[cfg(any(test, target_arch = "x86", target_arch = "x86_64"))]
 pub(crate) use q4_k::unpack_scales_mins;
 pub use q4_k::BlockQ4K;
 pub use q5_0::BlockQ5_0;
