@@ -194,8 +194,7 @@ pub(crate) fn matmul_group(
         .into_iter()
         .map(|bias| {
             let mut aux = spare.pop().map(|(_, v)| v).unwrap_or_default();
-            aux.clear();
-            aux.extend(acts.q8_0.iter().map(|a| ActAux::new(a, bias)));
+            build_aux(&mut aux, &acts.q8_0, bias, m, pool);
             (bias, aux)
         })
         .collect();
@@ -332,6 +331,27 @@ fn quantize_rows<A: ActBlock>(slot: &mut Vec<A>, x: &[f32], in_features: usize, 
         for (j, chunk) in row.chunks_exact(A::ELEMS).enumerate() {
             // SAFETY: row i owns blocks i*per_row..(i+1)*per_row.
             unsafe { *acts_ptr.0.add(i * per_row + j) = A::quantize(chunk) };
+        }
+    });
+}
+
+/// The [`ActAux`] of every block of `acts` ([m rows]) into `slot`; rows in
+/// parallel when there are many (a 512-token prompt has 10k blocks per layer).
+fn build_aux(slot: &mut Vec<ActAux>, acts: &[BlockQ8_0], bias: i32, m: usize, pool: &ThreadPool) {
+    slot.clear();
+    if m < 8 {
+        slot.extend(acts.iter().map(|a| ActAux::new(a, bias)));
+        return;
+    }
+    let per_row = acts.len() / m;
+    slot.resize(acts.len(), ActAux::default());
+    let aux_ptr = SharedActs(slot.as_mut_ptr());
+    let aux_ptr = &aux_ptr;
+    pool.run(m, &|i| {
+        let row = &acts[i * per_row..(i + 1) * per_row];
+        for (j, a) in row.iter().enumerate() {
+            // SAFETY: row i owns blocks i*per_row..(i+1)*per_row.
+            unsafe { *aux_ptr.0.add(i * per_row + j) = ActAux::new(a, bias) };
         }
     });
 }
