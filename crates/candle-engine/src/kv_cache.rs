@@ -339,14 +339,40 @@ impl KvCache {
             )));
         }
         let group_len = q.len() / (n * kv_heads);
-        let outputs: Vec<Mutex<&mut [f32]>> = out.chunks_mut(group_len).map(Mutex::new).collect();
+        let pool = candle_quant::kernels::global_pool()?;
+        // A decode step of a model with one KV head (Gemma-3) would be a single
+        // task: split the group's query heads over the threads instead. Every
+        // head's scores, softmax and sum are its own, so any split gives the same
+        // bits.
+        let heads = group_len / head_dim;
+        let splits = pool
+            .num_threads()
+            .div_ceil(n * kv_heads)
+            .clamp(1, heads.max(1));
+        let part_len = heads.div_ceil(splits) * head_dim;
+        let parts_per_group = group_len.div_ceil(part_len);
+        let outputs: Vec<Mutex<&mut [f32]>> = out
+            .chunks_mut(group_len)
+            .flat_map(|group| group.chunks_mut(part_len))
+            .map(Mutex::new)
+            .collect();
         let task = |i: usize| {
-            let (t, g) = (i / kv_heads, i % kv_heads);
-            let q = &q[i * group_len..(i + 1) * group_len];
+            let (group, part) = (i / parts_per_group, i % parts_per_group);
+            let (t, g) = (group / kv_heads, group % kv_heads);
+            let start = group * group_len + part * part_len;
+            let end = (start + part_len).min((group + 1) * group_len);
             let mut out = outputs[i].lock().unwrap_or_else(|e| e.into_inner());
-            l.attend_group(slots[t], positions[t], g, q, head_dim, scores, &mut out);
+            l.attend_group(
+                slots[t],
+                positions[t],
+                g,
+                &q[start..end],
+                head_dim,
+                scores,
+                &mut out,
+            );
         };
-        candle_quant::kernels::global_pool()?.run(outputs.len(), &task);
+        pool.run(outputs.len(), &task);
         Ok(())
     }
 }
@@ -660,6 +686,43 @@ mod tests {
         for precision in [KvPrecision::F32, KvPrecision::F16] {
             run_cache(Some(5), 8, precision);
             run_cache(Some(5), 1, precision);
+        }
+    }
+
+    /// One decode token of a one-KV-head model has its query heads split over
+    /// the pool's threads; the same token inside a two-token batch is not split.
+    /// Every head is computed on its own, so the two must be bitwise equal. (On a
+    /// one-thread pool nothing is split and the test holds trivially.)
+    #[test]
+    fn splitting_a_group_over_threads_gives_the_same_bits() {
+        let (heads, d, n) = (4, 16, 9);
+        let k = random(n * d, 5);
+        let v = random(n * d, 6);
+        let q = random(2 * heads * d, 7);
+        let geometry = LayerGeometry {
+            kv_heads: 1,
+            head_dim: d,
+            window: None,
+        };
+        for precision in [KvPrecision::F32, KvPrecision::F16] {
+            let mut cache = KvCache::with_precision(&[geometry], 1, 16, 4, precision).unwrap();
+            for p in 0..n {
+                cache.write(0, 0, p, &k[p * d..][..d], &v[p * d..][..d]);
+            }
+            let scores = ScoreParams {
+                scale: 0.25,
+                softcap: None,
+            };
+            let mut pair = vec![0f32; 2 * heads * d];
+            cache
+                .attend_batch(0, &[0, 0], &[n - 2, n - 1], &q, scores, &mut pair)
+                .unwrap();
+            let mut alone = vec![0f32; heads * d];
+            let last = &q[heads * d..];
+            cache
+                .attend_batch(0, &[0], &[n - 1], last, scores, &mut alone)
+                .unwrap();
+            assert_eq!(alone, pair[heads * d..], "{precision:?}");
         }
     }
 
