@@ -51,34 +51,59 @@ fn nibbles(qs: &[u8; 16]) -> (v128, v128) {
     (v128_and(packed, u8x16_splat(0x0F)), u8x16_shr(packed, 4))
 }
 
-pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+/// Σ over blocks of `d_w d_a Σ (q - bias) a` for the symmetric 32-value formats,
+/// `values` giving a block's unbiased quants as two 16-byte halves.
+#[inline]
+fn dot_symmetric<W>(
+    w: &[W],
+    a: &[BlockQ8_0],
+    values: impl Fn(&W) -> (v128, v128),
+    bias: i8,
+    d: impl Fn(&W) -> f32,
+) -> f32 {
     let mut acc = f32x4_splat(0.0);
     for (w, a) in w.iter().zip(a) {
-        let (lo, hi) = nibbles(&w.qs);
+        let (lo, hi) = values(w);
         let (a_lo, a_hi) = load_act(&a.qs);
-        let bias = i8x16_splat(8);
+        let bias = i8x16_splat(bias);
         let isum = i32x4_add(
             dot16(i8x16_sub(lo, bias), a_lo),
             dot16(i8x16_sub(hi, bias), a_hi),
         );
-        let scale = f32x4_splat(w.d.to_f32() * a.d.to_f32());
+        let scale = f32x4_splat(d(w) * a.d.to_f32());
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), scale));
     }
     hsum(acc)
 }
 
-pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+/// Σ over blocks of `d_w d_a Σ q a + m_w s_a` for the offset 32-value formats.
+#[inline]
+fn dot_affine<W>(
+    w: &[W],
+    a: &[BlockQ8_1],
+    values: impl Fn(&W) -> (v128, v128),
+    dm: impl Fn(&W) -> (f32, f32),
+) -> f32 {
     let mut acc = f32x4_splat(0.0);
     let mut offsets = 0f32;
     for (w, a) in w.iter().zip(a) {
-        let (lo, hi) = nibbles(&w.qs);
+        let (lo, hi) = values(w);
         let (a_lo, a_hi) = load_act(&a.qs);
         let isum = i32x4_add(dot16(lo, a_lo), dot16(hi, a_hi));
-        let scale = f32x4_splat(w.d.to_f32() * a.d.to_f32());
+        let (d, m) = dm(w);
+        let scale = f32x4_splat(d * a.d.to_f32());
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), scale));
-        offsets += w.m.to_f32() * a.s.to_f32();
+        offsets += m * a.s.to_f32();
     }
     hsum(acc) + offsets
+}
+
+pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    dot_symmetric(w, a, |w| nibbles(&w.qs), 8, |w| w.d.to_f32())
+}
+
+pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    dot_affine(w, a, |w| nibbles(&w.qs), |w| (w.d.to_f32(), w.m.to_f32()))
 }
 
 pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
@@ -119,33 +144,16 @@ fn q5_values(qs: &[u8; 16], qh: [u8; 4]) -> (v128, v128) {
 }
 
 pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = f32x4_splat(0.0);
-    for (w, a) in w.iter().zip(a) {
-        let (lo, hi) = q5_values(&w.qs, w.qh);
-        let (a_lo, a_hi) = load_act(&a.qs);
-        let bias = i8x16_splat(16);
-        let isum = i32x4_add(
-            dot16(i8x16_sub(lo, bias), a_lo),
-            dot16(i8x16_sub(hi, bias), a_hi),
-        );
-        let scale = f32x4_splat(w.d.to_f32() * a.d.to_f32());
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), scale));
-    }
-    hsum(acc)
+    dot_symmetric(w, a, |w| q5_values(&w.qs, w.qh), 16, |w| w.d.to_f32())
 }
 
 pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = f32x4_splat(0.0);
-    let mut offsets = 0f32;
-    for (w, a) in w.iter().zip(a) {
-        let (lo, hi) = q5_values(&w.qs, w.qh);
-        let (a_lo, a_hi) = load_act(&a.qs);
-        let isum = i32x4_add(dot16(lo, a_lo), dot16(hi, a_hi));
-        let scale = f32x4_splat(w.d.to_f32() * a.d.to_f32());
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), scale));
-        offsets += w.m.to_f32() * a.s.to_f32();
-    }
-    hsum(acc) + offsets
+    dot_affine(
+        w,
+        a,
+        |w| q5_values(&w.qs, w.qh),
+        |w| (w.d.to_f32(), w.m.to_f32()),
+    )
 }
 
 #[inline]

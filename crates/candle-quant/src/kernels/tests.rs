@@ -249,16 +249,26 @@ fn q8_0_weights_holding_minus_128_are_exact() {
     assert_bit_exact(&w, &acts);
 }
 
-fn assert_dot4_matches_dot<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
+/// One row of `n_blocks` weight blocks quantized from uniform data, and four rows
+/// of activation blocks.
+fn weights_and_four_rows<B: Kernel>(
+    rng: &mut StdRng,
+    n_blocks: usize,
+) -> (Vec<B>, Vec<Vec<B::Act>>) {
     let n = n_blocks * B::ELEMS;
     let w_f: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let weights: Vec<B> = w_f.chunks_exact(B::ELEMS).map(B::quantize).collect();
-    let rows: Vec<Vec<B::Act>> = (0..4)
+    let weights = w_f.chunks_exact(B::ELEMS).map(B::quantize).collect();
+    let rows = (0..4)
         .map(|_| {
             let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
             crate::quant::quantize_activations(&x)
         })
         .collect();
+    (weights, rows)
+}
+
+fn assert_dot4_matches_dot<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
+    let (weights, rows) = weights_and_four_rows::<B>(rng, n_blocks);
     for isa in isas_under_test() {
         let Some(dot4) = B::dot4_fn(isa) else {
             continue;
@@ -300,15 +310,7 @@ fn assert_avx512_equals_avx2<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
     if !Isa::Avx512Vnni.is_available() {
         return;
     }
-    let n = n_blocks * B::ELEMS;
-    let w_f: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let weights: Vec<B> = w_f.chunks_exact(B::ELEMS).map(B::quantize).collect();
-    let rows: Vec<Vec<B::Act>> = (0..4)
-        .map(|_| {
-            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
-            crate::quant::quantize_activations(&x)
-        })
-        .collect();
+    let (weights, rows) = weights_and_four_rows::<B>(rng, n_blocks);
     let rows4 = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
     let four = |isa| B::dot4_fn(isa).map(|dot4| dot4(&weights, rows4));
     assert_eq!(
