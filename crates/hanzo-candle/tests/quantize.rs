@@ -4,12 +4,16 @@
 //! the preset's mixture, and computes the same function as the directory;
 //! bad input gives a clear error, a non-zero exit and no output file.
 
+// Only the vocabulary and the per-test directory of the shared tiny model.
+#[allow(dead_code)]
+mod common;
+
 use candle_engine::kv_cache::KvCache;
 use candle_engine::loader::Model;
 use candle_engine::Batch;
 use candle_quant::gguf::{GgmlType, GgufFile};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const HIDDEN: usize = 256;
@@ -22,16 +26,11 @@ const VOCAB: usize = 72;
 const TEMPLATE: &str =
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
 
-/// Specials, letters, the byte-level space `Ġ` and newline `Ċ`, digits and
-/// one merge; ids 66..72 are embedding rows no token uses.
+/// The shared tiny model's vocabulary (specials, letters, the byte-level space
+/// `Ġ`, digits, newline `Ċ`) and one merge; ids 66..72 are embedding rows no
+/// token uses.
 fn vocab() -> Vec<String> {
-    let mut v: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-        .map(String::from)
-        .to_vec();
-    v.extend(('a'..='z').chain('A'..='Z').map(|c| c.to_string()));
-    v.push("Ġ".into());
-    v.extend(('0'..='7').map(|c| c.to_string()));
-    v.push("Ċ".into());
+    let mut v = common::vocab();
     v.push("he".into());
     v
 }
@@ -50,17 +49,6 @@ impl Rng {
             })
             .collect()
     }
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("quantize")
-        .join(name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Writes a tiny llama model directory; weights are stored as `dtype`.
@@ -255,7 +243,7 @@ fn relative_rms_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 
 #[test]
 fn q8_0_gguf_computes_what_the_directory_computes_and_keeps_metadata() {
-    let dir = work_dir("q8_0");
+    let dir = common::temp_dir("q8_0");
     let model_dir = dir.join("model");
     std::fs::create_dir(&model_dir).unwrap();
     tiny_model(&model_dir, "llama", safetensors::Dtype::F32);
@@ -329,7 +317,7 @@ fn q8_0_gguf_computes_what_the_directory_computes_and_keeps_metadata() {
 
 #[test]
 fn q4_k_m_follows_llama_cpps_mixture_from_bf16_weights() {
-    let dir = work_dir("q4_k_m");
+    let dir = common::temp_dir("q4_k_m");
     let model_dir = dir.join("model");
     std::fs::create_dir(&model_dir).unwrap();
     tiny_model(&model_dir, "llama", safetensors::Dtype::BF16);
@@ -383,7 +371,7 @@ fn help_lists_the_presets_and_what_the_directory_needs() {
 
 #[test]
 fn bad_inputs_are_named_errors_without_output() {
-    let dir = work_dir("bad");
+    let dir = common::temp_dir("bad");
     let out = dir.join("out.gguf");
 
     let err = run_err(&dir.join("no-such-dir"), &out);
