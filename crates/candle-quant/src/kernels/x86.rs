@@ -423,6 +423,24 @@ macro_rules! x86_kernels {
             madd_acc(acc, p_hi, _mm256_set1_epi16(sc_hi as i16))
         }
 
+        /// Adds one Q4_K/Q5_K super-block's scaled integer sums to `acc` and its
+        /// min offsets to `offsets`, for one activation row.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn add_k_block(
+            acc: &mut __m256,
+            offsets: &mut __m256,
+            isum: __m256i,
+            d: __m256,
+            dmin: __m256,
+            mins: __m256i,
+            a: &BlockQ8K,
+        ) {
+            let a_d = _mm256_set1_ps(a.d);
+            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a_d), _mm256_cvtepi32_ps(isum), *acc);
+            *offsets = _mm256_fmadd_ps(_mm256_mul_ps(dmin, a_d), k_offsets(mins, a), *offsets);
+        }
+
         /// Q4_K against `N` activation rows; each row sees exactly the single-row sequence of
         /// operations, so every result is bitwise independent of `N`.
         #[inline]
@@ -448,12 +466,15 @@ macro_rules! x86_kernels {
                     }
                 }
                 for r in 0..N {
-                    let a_d = _mm256_set1_ps(a[r][b].d);
-                    let scale = _mm256_mul_ps(d, a_d);
-                    acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[r]), acc[r]);
-                    let offset_scale = _mm256_mul_ps(dmin, a_d);
-                    offsets[r] =
-                        _mm256_fmadd_ps(offset_scale, k_offsets(mins, &a[r][b]), offsets[r]);
+                    add_k_block(
+                        &mut acc[r],
+                        &mut offsets[r],
+                        isum[r],
+                        d,
+                        dmin,
+                        mins,
+                        &a[r][b],
+                    );
                 }
             }
             std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps(offsets[r]))
@@ -493,12 +514,15 @@ macro_rules! x86_kernels {
                     }
                 }
                 for r in 0..N {
-                    let a_d = _mm256_set1_ps(a[r][b].d);
-                    let scale = _mm256_mul_ps(d, a_d);
-                    acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[r]), acc[r]);
-                    let offset_scale = _mm256_mul_ps(dmin, a_d);
-                    offsets[r] =
-                        _mm256_fmadd_ps(offset_scale, k_offsets(mins, &a[r][b]), offsets[r]);
+                    add_k_block(
+                        &mut acc[r],
+                        &mut offsets[r],
+                        isum[r],
+                        d,
+                        dmin,
+                        mins,
+                        &a[r][b],
+                    );
                 }
             }
             std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps(offsets[r]))
