@@ -15,7 +15,11 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use crate::config::DecoderConfig;
-use crate::gguf::GgufModel;
+use crate::gguf::{gguf_name, GgufModel};
+use crate::tokenizer::{
+    gguf_bpe_document, LLAMA3_REGEX, QWEN2_REGEX, SUPPORTED_GGUF_PRE, TOKEN_TYPE_CONTROL,
+    TOKEN_TYPE_USER_DEFINED,
+};
 use crate::weights::TensorName;
 use candle_quant::deploy::{plan_types, write_gguf, DeployError, Preset, Progress};
 use candle_quant::gguf::{GgufError, GgufFile, GgufVocab, Value, ValueType};
@@ -492,24 +496,6 @@ fn expected_tensors(c: &DecoderConfig, has_output: bool) -> Vec<(TensorName, Vec
     list
 }
 
-/// llama.cpp's GGUF name of a decoder tensor.
-pub fn gguf_name(name: &TensorName) -> String {
-    match *name {
-        TensorName::TokenEmbedding => "token_embd.weight".into(),
-        TensorName::OutputNorm => "output_norm.weight".into(),
-        TensorName::Output => "output.weight".into(),
-        TensorName::AttentionNorm(i) => format!("blk.{i}.attn_norm.weight"),
-        TensorName::Query(i) => format!("blk.{i}.attn_q.weight"),
-        TensorName::Key(i) => format!("blk.{i}.attn_k.weight"),
-        TensorName::Value(i) => format!("blk.{i}.attn_v.weight"),
-        TensorName::AttentionOutput(i) => format!("blk.{i}.attn_output.weight"),
-        TensorName::FfnNorm(i) => format!("blk.{i}.ffn_norm.weight"),
-        TensorName::FfnGate(i) => format!("blk.{i}.ffn_gate.weight"),
-        TensorName::FfnUp(i) => format!("blk.{i}.ffn_up.weight"),
-        TensorName::FfnDown(i) => format!("blk.{i}.ffn_down.weight"),
-    }
-}
-
 /// Reorders the rows of each head from rotate-half pairing `(i, i + d/2)`
 /// to adjacent pairing `(2i, 2i + 1)`, as llama.cpp's converter does.
 ///
@@ -590,14 +576,8 @@ fn llama_metadata(c: &DecoderConfig, preset: Preset, dir: &Path) -> Vec<(String,
 
 /// llama.cpp's token types.
 const TOKEN_NORMAL: i32 = 1;
-const TOKEN_CONTROL: i32 = 3;
-const TOKEN_USER_DEFINED: i32 = 4;
 const TOKEN_UNUSED: i32 = 5;
 
-// The splitting regexes of the pre-tokenizers GGUF knows by name
-// (`tokenizer.ggml.pre`).
-const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const SUPPORTED_PRE: &str =
     "ByteLevel (gpt2), Digits + ByteLevel (smollm), the llama3 or qwen2 Split regex + ByteLevel";
 
@@ -641,9 +621,9 @@ fn vocabulary_metadata(
             return Err(field_error(path, "added_tokens[]", "{id, content}", added));
         };
         let ty = if added["special"].as_bool().unwrap_or(false) {
-            TOKEN_CONTROL
+            TOKEN_TYPE_CONTROL
         } else {
-            TOKEN_USER_DEFINED
+            TOKEN_TYPE_USER_DEFINED
         };
         entries.push((id as usize, content.to_string(), ty));
     }
@@ -838,7 +818,7 @@ pub fn gguf_to_hf_dir(gguf: &Path, out_dir: &Path) -> Result<()> {
         &tokenizer_json(&vocab, pre).map_err(|found| ExportError::Field {
             path: gguf.to_path_buf(),
             field: "tokenizer.ggml.pre".into(),
-            expected: "gpt2, default, smollm, llama-bpe, llama3 or qwen2".into(),
+            expected: SUPPORTED_GGUF_PRE.into(),
             found,
         })?,
     )?;
@@ -878,50 +858,12 @@ pub fn gguf_to_hf_dir(gguf: &Path, out_dir: &Path) -> Result<()> {
 /// A `tokenizer.json` for the byte-level BPE vocabulary of a GGUF file;
 /// `Err` carries an unknown pre-tokenizer name.
 fn tokenizer_json(vocab: &GgufVocab<'_>, pre: &str) -> std::result::Result<Json, String> {
-    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
-    let pre_tokenizer = match pre {
-        "gpt2" | "default" => byte_level(true),
-        "smollm" => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-        "llama-bpe" | "llama3" => {
-            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]})
-        }
-        "qwen2" => {
-            json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false)]})
-        }
-        other => return Err(other.to_string()),
-    };
-    let types = vocab.token_types.clone().unwrap_or_default();
-    let vocab_map: serde_json::Map<String, Json> = vocab
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(id, t)| (t.to_string(), json!(id)))
-        .collect();
-    let added: Vec<Json> = types
-        .iter()
-        .enumerate()
-        .filter(|(_, &ty)| ty == TOKEN_CONTROL || ty == TOKEN_USER_DEFINED)
-        .map(|(id, &ty)| {
-            json!({"id": id, "content": vocab.tokens[id], "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": ty == TOKEN_CONTROL})
-        })
-        .collect();
-    Ok(json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                  "ignore_merges": false, "vocab": vocab_map,
-                  "merges": vocab.merges.clone().unwrap_or_default()},
-    }))
+    gguf_bpe_document(
+        &vocab.tokens,
+        vocab.token_types.as_deref().unwrap_or_default(),
+        vocab.merges.as_deref().unwrap_or_default(),
+        pre,
+    )
 }
 
 /// Streams an f32 safetensors file: the header (names, shapes, offsets)

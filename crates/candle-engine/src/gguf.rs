@@ -155,22 +155,23 @@ impl GgufModel {
         let f = &*self.file;
         optional(f, "tokenizer.chat_template", GgufFile::get_str)
     }
+}
 
-    fn name_of(name: &TensorName) -> String {
-        match *name {
-            TensorName::TokenEmbedding => "token_embd.weight".into(),
-            TensorName::OutputNorm => "output_norm.weight".into(),
-            TensorName::Output => "output.weight".into(),
-            TensorName::AttentionNorm(i) => format!("blk.{i}.attn_norm.weight"),
-            TensorName::Query(i) => format!("blk.{i}.attn_q.weight"),
-            TensorName::Key(i) => format!("blk.{i}.attn_k.weight"),
-            TensorName::Value(i) => format!("blk.{i}.attn_v.weight"),
-            TensorName::AttentionOutput(i) => format!("blk.{i}.attn_output.weight"),
-            TensorName::FfnNorm(i) => format!("blk.{i}.ffn_norm.weight"),
-            TensorName::FfnGate(i) => format!("blk.{i}.ffn_gate.weight"),
-            TensorName::FfnUp(i) => format!("blk.{i}.ffn_up.weight"),
-            TensorName::FfnDown(i) => format!("blk.{i}.ffn_down.weight"),
-        }
+/// llama.cpp's GGUF name of a decoder tensor.
+pub fn gguf_name(name: &TensorName) -> String {
+    match *name {
+        TensorName::TokenEmbedding => "token_embd.weight".into(),
+        TensorName::OutputNorm => "output_norm.weight".into(),
+        TensorName::Output => "output.weight".into(),
+        TensorName::AttentionNorm(i) => format!("blk.{i}.attn_norm.weight"),
+        TensorName::Query(i) => format!("blk.{i}.attn_q.weight"),
+        TensorName::Key(i) => format!("blk.{i}.attn_k.weight"),
+        TensorName::Value(i) => format!("blk.{i}.attn_v.weight"),
+        TensorName::AttentionOutput(i) => format!("blk.{i}.attn_output.weight"),
+        TensorName::FfnNorm(i) => format!("blk.{i}.ffn_norm.weight"),
+        TensorName::FfnGate(i) => format!("blk.{i}.ffn_gate.weight"),
+        TensorName::FfnUp(i) => format!("blk.{i}.ffn_up.weight"),
+        TensorName::FfnDown(i) => format!("blk.{i}.ffn_down.weight"),
     }
 }
 
@@ -217,11 +218,11 @@ impl GgufModel {
 
 impl WeightSource for GgufModel {
     fn tensor(&self, name: &TensorName) -> Result<RawTensor> {
-        self.get(Self::name_of(name))
+        self.get(gguf_name(name))
     }
 
     fn contains(&self, name: &TensorName) -> bool {
-        self.file.tensor(&Self::name_of(name)).is_ok()
+        self.file.tensor(&gguf_name(name)).is_ok()
     }
 
     fn layer_tensor(&self, layer: usize, part: LayerTensor) -> Result<RawTensor> {

@@ -11,14 +11,69 @@ use serde_json::{json, Value};
 // Splitting regexes of the original tokenizers behind the GGUF
 // pre-tokenizer names we know (`tokenizer.ggml.pre`); gpt2 and smollm use
 // the byte-level pre-tokenizer's built-in GPT-2 regex.
-const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The `tokenizer.ggml.pre` values the GGUF tokenizer supports.
 pub const SUPPORTED_GGUF_PRE: &str = "gpt2, default, smollm, llama-bpe, llama3, qwen2";
 
 /// GGUF token types (llama.cpp's numbering).
-const TOKEN_TYPE_CONTROL: i32 = 3;
-const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+pub(crate) const TOKEN_TYPE_CONTROL: i32 = 3;
+pub(crate) const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+
+/// The `tokenizers` document of a GGUF byte-level BPE vocabulary, its
+/// `tokenizer.ggml.pre` name mapped to that pre-tokenizer: what
+/// [`Tokenizer`] loads for a `gpt2` GGUF model and what `export` writes as
+/// `tokenizer.json`. Control and user-defined tokens become added tokens
+/// (control ones special). `Err(pre)` for a pre-tokenizer we do not know.
+pub(crate) fn gguf_bpe_document(
+    tokens: &[&str],
+    token_types: &[i32],
+    merges: &[&str],
+    pre: &str,
+) -> std::result::Result<Value, String> {
+    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let pre_tokenizer = match pre {
+        "gpt2" | "default" => byte_level(true),
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "llama-bpe" | "llama3" => {
+            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]})
+        }
+        "qwen2" => {
+            json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false)]})
+        }
+        other => return Err(other.to_string()),
+    };
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, &t)| (t.to_string(), json!(id)))
+        .collect();
+    let added: Vec<Value> = tokens
+        .iter()
+        .zip(token_types)
+        .enumerate()
+        .filter(|(_, (_, &ty))| ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED)
+        .map(|(id, (&content, &ty))| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": ty == TOKEN_TYPE_CONTROL})
+        })
+        .collect();
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges},
+    }))
+}
 
 /// The vocabulary of a GGUF file's `tokenizer.ggml.*` keys.
 #[derive(Clone, Debug, Default)]
@@ -152,21 +207,6 @@ impl Tokenizer {
     }
 
     fn from_gguf_bpe(spec: &GgufTokenizerSpec<'_>) -> Result<Self> {
-        let pre = spec.pre.unwrap_or("default");
-        let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
-        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-        let pre_tokenizer = match pre {
-            "gpt2" | "default" => byte_level(true),
-            "smollm" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-            "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]}),
-            "qwen2" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false)]}),
-            other => {
-                return Err(Error::Tokenizer(format!(
-                    "GGUF pre-tokenizer `{other}` is not supported yet; supported: {SUPPORTED_GGUF_PRE}"
-                )))
-            }
-        };
         if !spec.token_types.is_empty() && spec.token_types.len() != spec.tokens.len() {
             return Err(Error::Tokenizer(format!(
                 "tokenizer.ggml.token_type has {} entries for {} tokens",
@@ -174,36 +214,13 @@ impl Tokenizer {
                 spec.tokens.len()
             )));
         }
-        let vocab: serde_json::Map<String, Value> = spec
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(id, &t)| (t.to_string(), json!(id)))
-            .collect();
-        let added: Vec<Value> = spec
-            .token_types
-            .iter()
-            .enumerate()
-            .filter(|(_, &ty)| ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED)
-            .map(|(id, &ty)| {
-                json!({"id": id, "content": spec.tokens[id], "single_word": false, "lstrip": false,
-                       "rstrip": false, "normalized": false, "special": ty == TOKEN_TYPE_CONTROL})
-            })
-            .collect();
-        let merges: Vec<Value> = spec.merges.iter().map(|m| json!(m)).collect();
-        let document = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": pre_tokenizer,
-            "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": false, "vocab": vocab, "merges": merges},
-        });
+        let pre = spec.pre.unwrap_or("default");
+        let document = gguf_bpe_document(&spec.tokens, &spec.token_types, &spec.merges, pre)
+            .map_err(|other| {
+                Error::Tokenizer(format!(
+                    "GGUF pre-tokenizer `{other}` is not supported yet; supported: {SUPPORTED_GGUF_PRE}"
+                ))
+            })?;
         let bytes =
             serde_json::to_vec(&document).map_err(|e| tokenizer_error("GGUF vocabulary", e))?;
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
