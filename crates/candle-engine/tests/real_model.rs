@@ -51,6 +51,9 @@ struct RealModel {
     near_tie: f64,
     /// Bound on the mean KL(llama.cpp || ours) over prompt positions.
     max_mean_kl: f64,
+    /// Most prompt positions, out of 100, whose top-1 may differ (each at a
+    /// near tie); a drift that moved many of them would show here first.
+    max_flips_per_100: usize,
 }
 
 /// Both engines quantize activations to 8 bits, but llama.cpp rounds the
@@ -60,12 +63,13 @@ struct RealModel {
 /// twice that may go either way; wider ones must not. Measured mean KL
 /// 2.7e-3 nats; a real defect (wrong rotation, norm or cache) gives KL >
 /// 0.1: the bound leaves 2x margin above the measurement and 20x below a
-/// defect.
+/// defect. No top-1 flips were measured; one in twenty positions may.
 const SMOLLM2: RealModel = RealModel {
     file: "SmolLM2-135M-Instruct.Q4_1.gguf",
     name: "smollm2",
     near_tie: 0.4,
     max_mean_kl: 5e-3,
+    max_flips_per_100: 5,
 };
 
 /// The same rounding differences as SmolLM2, through 18 layers of K-quants
@@ -73,14 +77,18 @@ const SMOLLM2: RealModel = RealModel {
 /// sqrt(640): measured over its 68 prompt positions, the log-probability of
 /// llama.cpp's top token shifts by at most 0.225 and the mean KL is 7.4e-3
 /// nats (2 near-tie flips). The bounds leave 2x margin; a wrong sliding-layer
-/// RoPE base already flips a top-1 where llama.cpp's gap is 0.86. The prompts
-/// are shorter than the 512-position window, so `tests/families.rs` is what
-/// checks the windows.
+/// RoPE base already flips a top-1 where llama.cpp's gap is 0.86. Gemma has
+/// many near ties (gaps 0.07-0.2), and which of them flip is rounding noise:
+/// fusing the multiply and add of one kernel's per-block sum (Q5_0) moved the
+/// flips from 1 to 5 and the mean KL from 5.5e-3 to 3.8e-3; the flip bound
+/// leaves 2x margin above 5. The prompts are shorter than the 512-position
+/// window, so `tests/families.rs` is what checks the windows.
 const GEMMA3: RealModel = RealModel {
     file: "gemma-3-270m-q4_k_m.gguf",
     name: "gemma3",
     near_tie: 0.45,
     max_mean_kl: 1.5e-2,
+    max_flips_per_100: 15,
 };
 
 fn model_path(model: &RealModel) -> PathBuf {
@@ -243,7 +251,7 @@ fn check_distributions(model: &RealModel) {
         "the engines' top-token log-probabilities differ by {max_shift}"
     );
     assert!(
-        tie_flips * 20 <= positions,
+        tie_flips * 100 <= model.max_flips_per_100 * positions,
         "{tie_flips} of {positions} positions disagree"
     );
 }

@@ -248,7 +248,8 @@ fn rows_per_task(out_features: usize, m: usize, pool: &ThreadPool) -> usize {
             .div_ceil(pool.num_threads())
             .next_multiple_of(DECODE_ROW_ALIGN)
     } else {
-        (out_features / (4 * pool.num_threads())).clamp(4, 64)
+        // Multiples of 8: the rows-in-lanes kernels work on groups of 8 weight rows.
+        (out_features / (4 * pool.num_threads())).clamp(8, 64) / 8 * 8
     }
 }
 

@@ -23,7 +23,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 F/BW/VL + VNNI on top of [`Isa::Avx2`]; bitwise equal results.
+    /// x86-64 AVX-512 F/BW/VL, VNNI and BITALG on top of [`Isa::Avx2`] (Ice Lake,
+    /// Zen 4 and later): the dot products are bitwise equal to AVX2's; the Q4_0 and
+    /// Q5_0 matmuls are bitwise equal to the scalar reference.
     Avx512Vnni,
     /// wasm32 SIMD (compile-time `+simd128`).
     Simd128,
@@ -47,6 +49,7 @@ impl Isa {
                     && std::is_x86_feature_detected!("avx512bw")
                     && std::is_x86_feature_detected!("avx512vl")
                     && std::is_x86_feature_detected!("avx512vnni")
+                    && std::is_x86_feature_detected!("avx512bitalg")
             }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Isa::Simd128 => true,
@@ -83,27 +86,32 @@ pub struct ActAux {
     pub lane_init: [i32; 8],
     /// The activation block's scale, converted from f16 once.
     pub d: f32,
+    /// `-bias · Σ a` over the whole block, for the kernels that keep one lane per
+    /// weight row.
+    pub block_init: i32,
 }
 
 impl ActAux {
     /// The side data of one Q8_0 activation block for weights biased by `bias`.
     pub fn new(a: &BlockQ8_0, bias: i32) -> ActAux {
+        let lane_init: [i32; 8] = std::array::from_fn(|i| {
+            -bias
+                * a.qs[4 * i..4 * i + 4]
+                    .iter()
+                    .map(|&q| q as i32)
+                    .sum::<i32>()
+        });
         ActAux {
-            lane_init: std::array::from_fn(|i| {
-                -bias
-                    * a.qs[4 * i..4 * i + 4]
-                        .iter()
-                        .map(|&q| q as i32)
-                        .sum::<i32>()
-            }),
+            lane_init,
             d: a.d.to_f32(),
+            block_init: lane_init.iter().sum(),
         }
     }
 }
 
 /// `out[i * out_features + r] = w_r · a_i` for weight rows `rows` and activation rows
 /// `tokens` (`ActAux` alongside the activations), every value bitwise equal to the
-/// format's `dot_fn`. Arguments: weights, blocks per row, rows, activations, aux,
+/// format's `dot_fn` (Q8_0) or to its scalar `dot_ref` (Q4_0, Q5_0). Arguments: weights, blocks per row, rows, activations, aux,
 /// tokens, out, out_features.
 ///
 /// # Safety
@@ -174,21 +182,21 @@ macro_rules! kernel {
         }
     };
     (@aux $block:ty) => {};
-    (@aux $block:ty, $bias:literal, $aux:ident) => {
+    (@aux $block:ty, $bias:literal, $aux:path) => {
         const AUX_BIAS: Option<i32> = Some($bias);
 
         fn aux_tile(isa: Isa) -> Option<AuxTileFn<Self>> {
             match isa {
                 // Handed out only after `is_available` confirmed AVX2, FMA, F16C,
-                // AVX-512 F/BW/VL and VNNI; the rest of the kernel's safety
+                // AVX-512 F/BW/VL, VNNI and BITALG; the rest of the kernel's safety
                 // contract is the caller's (see `AuxTileFn`).
                 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                Isa::Avx512Vnni if isa.is_available() => Some(x86::avx512::$aux),
+                Isa::Avx512Vnni if isa.is_available() => Some($aux),
                 _ => None,
             }
         }
     };
-    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt $(, $bias:literal, $aux:ident)?) => {
+    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt $(, $bias:literal, $aux:path)?) => {
         impl Kernel for $block {
             kernel!(@dot $block, $avx2, $simd128);
             kernel!(@aux $block $(, $bias, $aux)?);
@@ -226,11 +234,32 @@ macro_rules! kernel {
     };
 }
 
-kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0, 8, aux_tile_q4_0);
+kernel!(
+    BlockQ4_0,
+    dot_q4_0,
+    dot4_q4_0,
+    dot_q4_0,
+    8,
+    x86::rows8::rows8_tile_q4_0
+);
 kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1);
-kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, dot_q5_0, 16, aux_tile_q5_0);
+kernel!(
+    BlockQ5_0,
+    dot_q5_0,
+    dot4_q5_0,
+    dot_q5_0,
+    16,
+    x86::rows8::rows8_tile_q5_0
+);
 kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, dot_q5_1);
-kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0, 128, aux_tile_q8_0);
+kernel!(
+    BlockQ8_0,
+    dot_q8_0,
+    dot4_q8_0,
+    dot_q8_0,
+    128,
+    x86::avx512::aux_tile_q8_0
+);
 kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, dot_q4_k);
 kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, dot_q5_k);
 kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, dot_q6_k);

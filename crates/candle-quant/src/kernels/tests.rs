@@ -5,10 +5,10 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Isa, Kernel};
+use super::{DotFn, Isa, Kernel};
 use crate::quant::{
-    ActBlock, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
-    BlockQ8_0, BlockQ8_1,
+    ActBlock, BlockFormat, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 
 fn random_bytes<B: bytemuck::Pod + Zeroable>(rng: &mut StdRng, n: usize) -> Vec<B> {
@@ -347,13 +347,16 @@ fn avx512_vnni_kernels_equal_the_avx2_kernels_bitwise() {
 }
 
 /// The [`super::ActAux`] kernels move the weight bias into the lanes' starting
-/// values; the lanes end on the same integers, so every output of the tile kernel
-/// (four-row groups and the single-row rest) must be bitwise equal to `dot_fn`'s,
-/// also for Q8_0 weights holding -128 (u = 0).
-fn assert_aux_tile_equals_dot<B: Kernel<Act = BlockQ8_0>>(
+/// values. Q8_0's lanes end on the integers of the plain kernel, so its tile kernel must
+/// be bitwise equal to `dot_fn`'s, also for weights holding -128 (u = 0); the Q4_0 and
+/// Q5_0 tile kernels (eight weight rows per vector) redo the scalar reference's
+/// arithmetic, so they must be bitwise equal to `dot_ref`. Tiles are run over rows and
+/// tokens that start past zero and end in partial groups (8 rows; 16, 8, 4, 1 tokens).
+fn assert_aux_tile_equals<B: Kernel<Act = BlockQ8_0>>(
     rng: &mut StdRng,
     n_blocks: usize,
     weights: Option<Vec<B>>,
+    reference: DotFn<B>,
 ) {
     let Some(tile) = B::aux_tile(Isa::best()) else {
         return;
@@ -361,57 +364,70 @@ fn assert_aux_tile_equals_dot<B: Kernel<Act = BlockQ8_0>>(
     let bias = B::AUX_BIAS.expect("formats with aux kernels name their bias");
     let n = n_blocks * B::ELEMS;
     let weights = weights.unwrap_or_else(|| {
-        let w_f: Vec<f32> = (0..3 * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let w_f: Vec<f32> = (0..21 * n)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
         w_f.chunks_exact(B::ELEMS).map(B::quantize).collect()
     });
-    let (out_rows, tokens) = (weights.len() / n_blocks, 6);
+    let (out_rows, tokens) = (weights.len() / n_blocks, 31);
     let x: Vec<f32> = (0..tokens * n)
         .map(|_| rng.random_range(-3.0f32..3.0))
         .collect();
     let acts: Vec<BlockQ8_0> = crate::quant::quantize_activations(&x);
     let aux: Vec<super::ActAux> = acts.iter().map(|a| super::ActAux::new(a, bias)).collect();
-    let mut out = vec![f32::NAN; tokens * out_rows];
-    // SAFETY: out holds tokens × out_rows values; acts and aux hold every token.
-    unsafe {
-        tile(
-            &weights,
-            n_blocks,
-            0..out_rows,
-            &acts,
-            &aux,
-            0..tokens,
-            out.as_mut_ptr(),
-            out_rows,
-        )
-    };
-    for i in 0..tokens {
-        for r in 0..out_rows {
-            let plain = B::dot_fn(Isa::best())(
-                &weights[r * n_blocks..(r + 1) * n_blocks],
-                &acts[i * n_blocks..(i + 1) * n_blocks],
-            );
-            assert_eq!(
-                out[i * out_rows + r].to_bits(),
-                plain.to_bits(),
-                "{:?} token {i} row {r}",
-                B::TYPE
-            );
+    for (rows, token_range) in [
+        (0..out_rows, 0..tokens),
+        (out_rows.min(8)..out_rows, 2..tokens),
+    ] {
+        let mut out = vec![f32::NAN; tokens * out_rows];
+        // SAFETY: out holds tokens × out_rows values; acts and aux hold every token.
+        unsafe {
+            tile(
+                &weights,
+                n_blocks,
+                rows.clone(),
+                &acts,
+                &aux,
+                token_range.clone(),
+                out.as_mut_ptr(),
+                out_rows,
+            )
+        };
+        for i in 0..tokens {
+            for r in 0..out_rows {
+                let got = out[i * out_rows + r];
+                if !rows.contains(&r) || !token_range.contains(&i) {
+                    assert!(got.is_nan(), "{:?} wrote outside its tile", B::TYPE);
+                    continue;
+                }
+                let want = reference(
+                    &weights[r * n_blocks..(r + 1) * n_blocks],
+                    &acts[i * n_blocks..(i + 1) * n_blocks],
+                );
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{:?} token {i} row {r}",
+                    B::TYPE
+                );
+            }
         }
     }
 }
 
 #[test]
-fn aux_kernels_equal_the_plain_kernels_bitwise() {
+fn aux_kernels_equal_their_reference_bitwise() {
     let mut rng = StdRng::seed_from_u64(6);
     for n_blocks in [1, 2, 5, 20] {
-        assert_aux_tile_equals_dot::<BlockQ4_0>(&mut rng, n_blocks, None);
-        assert_aux_tile_equals_dot::<BlockQ5_0>(&mut rng, n_blocks, None);
-        assert_aux_tile_equals_dot::<BlockQ8_0>(&mut rng, n_blocks, None);
+        assert_aux_tile_equals::<BlockQ4_0>(&mut rng, n_blocks, None, BlockQ4_0::dot_ref);
+        assert_aux_tile_equals::<BlockQ5_0>(&mut rng, n_blocks, None, BlockQ5_0::dot_ref);
+        let plain = BlockQ8_0::dot_fn(Isa::best());
+        assert_aux_tile_equals::<BlockQ8_0>(&mut rng, n_blocks, None, plain);
     }
     let mut w: Vec<BlockQ8_0> = random_bytes(&mut rng, 6);
     for b in &mut w {
         set_f16(&mut b.d, 0.01);
         b.qs[..8].iter_mut().for_each(|q| *q = -128);
     }
-    assert_aux_tile_equals_dot::<BlockQ8_0>(&mut rng, 3, Some(w));
+    assert_aux_tile_equals::<BlockQ8_0>(&mut rng, 3, Some(w), BlockQ8_0::dot_fn(Isa::best()));
 }

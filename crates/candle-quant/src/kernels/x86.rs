@@ -672,23 +672,6 @@ pub mod avx512 {
 
     use crate::kernels::ActAux;
 
-    /// Q4_0 quants as unsigned 0..=15 (q + 8).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn unsigned_q4_0(w: &BlockQ4_0) -> __m256i {
-        unpack_nibbles(w.qs.as_ptr())
-    }
-
-    /// Q5_0 quants as unsigned 0..=31 (q + 16).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn unsigned_q5_0(w: &BlockQ5_0) -> __m256i {
-        _mm256_or_si256(
-            unpack_nibbles(w.qs.as_ptr()),
-            high_bits_to_0x10(u32::from_le_bytes(w.qh)),
-        )
-    }
-
     /// Q8_0 quants as unsigned 0..=255 (q + 128, a flip of the sign bit).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -745,8 +728,6 @@ pub mod avx512 {
         };
     }
 
-    aux_rows!(aux_q4_0, BlockQ4_0, unsigned_q4_0);
-    aux_rows!(aux_q5_0, BlockQ5_0, unsigned_q5_0);
     aux_rows!(aux_q8_0, BlockQ8_0, unsigned_q8_0);
 
     /// Every output of weight rows `rows` for activation rows `tokens`, four
@@ -796,7 +777,266 @@ pub mod avx512 {
         };
     }
 
-    aux_tile!(aux_tile_q4_0, aux_q4_0, BlockQ4_0);
-    aux_tile!(aux_tile_q5_0, aux_q5_0, BlockQ5_0);
     aux_tile!(aux_tile_q8_0, aux_q8_0, BlockQ8_0);
+}
+
+/// Rows-in-lanes tile kernels for Q4_0 and Q5_0 (AVX-512 VNNI + BITALG): eight weight
+/// rows share each vector, lane `r` holding row `r`, so one `vpdpbusd` against four
+/// broadcast activation quants advances eight rows' exact block sums, and the block's
+/// scale multiply and sum are one vector op each for all eight rows instead of one per
+/// row plus a horizontal sum at the end.
+///
+/// Each output is the scalar reference's own arithmetic: per block, the exact integer
+/// sum times the f32 product of the two scales, fused-added in block order. So these
+/// kernels are bitwise equal to `BlockFormat::dot_ref` on every machine.
+pub mod rows8 {
+    use std::ops::Range;
+
+    use super::*;
+    use crate::kernels::ActAux;
+
+    /// Weight rows per vector.
+    const ROWS: usize = 8;
+    /// How far ahead, in groups of [`ROWS`] weight rows, the kernels prefetch.
+    const PREFETCH_GROUPS_AHEAD: usize = 2;
+
+    /// Loads the 16 packed bytes at each of 8 row pointers and regroups them so that
+    /// vector `g` holds bytes `4g..4g+4` of every row, row `r` in i32 lane `r`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
+    unsafe fn packed_groups(qs: [*const u8; ROWS]) -> [__m256i; 4] {
+        let pair = |r: usize| {
+            _mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm_loadu_si128(qs[r] as *const __m128i)),
+                _mm_loadu_si128(qs[r + 4] as *const __m128i),
+            )
+        };
+        // Each 128-bit half holds rows (r, r + 4); two unpack rounds transpose the
+        // 4×4 dword matrix of each half.
+        let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
+        let lo01 = _mm256_unpacklo_epi32(r04, r15);
+        let hi01 = _mm256_unpackhi_epi32(r04, r15);
+        let lo23 = _mm256_unpacklo_epi32(r26, r37);
+        let hi23 = _mm256_unpackhi_epi32(r26, r37);
+        [
+            _mm256_unpacklo_epi64(lo01, lo23),
+            _mm256_unpackhi_epi64(lo01, lo23),
+            _mm256_unpacklo_epi64(hi01, hi23),
+            _mm256_unpackhi_epi64(hi01, hi23),
+        ]
+    }
+
+    /// The 32 values of 8 rows' blocks as 8 vectors of unsigned quants, vector `g`
+    /// holding values `4g..4g+4` of each row: low nibbles of the packed bytes are
+    /// values 0..16, high nibbles 16..32 (ggml's Q4/Q5 order).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
+    unsafe fn nibble_groups(qs: [*const u8; ROWS]) -> [__m256i; 8] {
+        let packed = packed_groups(qs);
+        let low = _mm256_set1_epi8(0x0F);
+        std::array::from_fn(|g| {
+            if g < 4 {
+                _mm256_and_si256(packed[g], low)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16::<4>(packed[g - 4]), low)
+            }
+        })
+    }
+
+    /// The 8 rows' f16 scales (the first two bytes of each block) as f32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
+    unsafe fn row_scales(first_block: *const u8, offsets: __m256i) -> __m256 {
+        let words = _mm256_i32gather_epi32::<1>(first_block as *const i32, offsets);
+        _mm256_cvtph_ps(_mm256_cvtepi32_epi16(words))
+    }
+
+    /// Q4_0: unsigned quants (q + 8) and scales of block `j` of 8 rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
+    unsafe fn prep_q4_0(
+        rows: &[*const BlockQ4_0; ROWS],
+        offsets: __m256i,
+        j: usize,
+    ) -> ([__m256i; 8], __m256) {
+        let blocks = rows.map(|p| p.add(j));
+        let quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
+        (quants, row_scales(blocks[0] as *const u8, offsets))
+    }
+
+    /// Q5_0: unsigned quants (q + 16) and scales of block `j` of 8 rows. Bit 4 of
+    /// value `4g + k` of row `r` is bit `4g + k` of that row's `qh`; one bit shuffle
+    /// per group picks those bits for all rows into a byte mask.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
+    unsafe fn prep_q5_0(
+        rows: &[*const BlockQ5_0; ROWS],
+        offsets: __m256i,
+        j: usize,
+    ) -> ([__m256i; 8], __m256) {
+        let blocks = rows.map(|p| p.add(j));
+        let mut quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
+        let first = blocks[0] as *const u8;
+        // Lane r = row r's qh; each 64-bit lane holds rows (2i, 2i + 1).
+        let qh = _mm256_i32gather_epi32::<1>(first.add(2) as *const i32, offsets);
+        let bit_of_byte = _mm256_setr_epi8(
+            0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35, 0,
+            1, 2, 3, 32, 33, 34, 35,
+        );
+        let high = _mm256_set1_epi8(0x10);
+        for (g, q) in quants.iter_mut().enumerate() {
+            let select = _mm256_add_epi8(bit_of_byte, _mm256_set1_epi8(4 * g as i8));
+            let set = _mm256_bitshuffle_epi64_mask(qh, select);
+            *q = _mm256_mask_add_epi8(*q, set, *q, high);
+        }
+        (quants, row_scales(first, offsets))
+    }
+
+    /// `N` activation rows starting at token `first` against 8 weight rows: one f32
+    /// lane per weight row.
+    macro_rules! rows8_tokens {
+        ($name:ident, $block:ty, $prep:ident) => {
+            #[inline]
+            #[target_feature(
+                enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+            )]
+            unsafe fn $name<const N: usize>(
+                rows: &[*const $block; ROWS],
+                offsets: __m256i,
+                blocks_per_row: usize,
+                a: &[BlockQ8_0],
+                aux: &[ActAux],
+                first: usize,
+            ) -> [__m256; N] {
+                const { assert!(N <= 16) };
+                let mut sums = [_mm256_setzero_ps(); N];
+                // The hardware prefetchers do not follow 8 interleaved streams a few
+                // lines long each (Gemma-3's Q5_0 rows are 7 lines); decode stalled on
+                // every group's first loads until the groups ahead were fetched here.
+                let ahead = PREFETCH_GROUPS_AHEAD * ROWS * blocks_per_row;
+                for j in 0..blocks_per_row {
+                    for row in rows {
+                        let next = row.wrapping_add(j + ahead) as *const i8;
+                        _mm_prefetch::<_MM_HINT_T0>(next);
+                    }
+                    let (quants, d) = $prep(rows, offsets, j);
+                    // Unrolled by hand: LLVM kept a rolled token loop whose sums lived
+                    // on the stack, one store-to-load round trip per token and block.
+                    macro_rules! token {
+                        ($t:literal) => {
+                            if $t < N {
+                                let at = (first + $t) * blocks_per_row + j;
+                                let side = aux.get_unchecked(at);
+                                let qa = a.get_unchecked(at).qs.as_ptr() as *const i32;
+                                // The lanes start from -bias·Σa, which cancels the bias
+                                // of the unsigned weight quants.
+                                let mut isum = _mm256_set1_epi32(side.block_init);
+                                for (g, q) in quants.iter().enumerate() {
+                                    let four = _mm256_set1_epi32(qa.add(g).read_unaligned());
+                                    isum = _mm256_dpbusd_epi32(isum, *q, four);
+                                }
+                                let scale = _mm256_mul_ps(d, _mm256_set1_ps(side.d));
+                                sums[$t] =
+                                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, sums[$t]);
+                            }
+                        };
+                    }
+                    token!(0);
+                    token!(1);
+                    token!(2);
+                    token!(3);
+                    token!(4);
+                    token!(5);
+                    token!(6);
+                    token!(7);
+                    token!(8);
+                    token!(9);
+                    token!(10);
+                    token!(11);
+                    token!(12);
+                    token!(13);
+                    token!(14);
+                    token!(15);
+                }
+                sums
+            }
+        };
+    }
+
+    /// The tile kernel (see `AuxTileFn`): weight rows in groups of 8 (the last group
+    /// re-reads its last row in the missing lanes and stores only the real ones),
+    /// activation rows 16 at a time, then 8, 4 and 1.
+    macro_rules! rows8_tile {
+        ($name:ident, $tokens:ident, $block:ty) => {
+            /// # Safety
+            /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL, VNNI and BITALG. `out` must
+            /// be valid for writes at `i * out_features + r` for every `i` in `tokens`
+            /// and `r` in `rows`, elements no other thread touches during the call;
+            /// `w` must hold every row of `rows`, `a` and `aux` every token.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(
+                enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+            )]
+            pub unsafe fn $name(
+                w: &[$block],
+                blocks_per_row: usize,
+                rows: Range<usize>,
+                a: &[BlockQ8_0],
+                aux: &[ActAux],
+                tokens: Range<usize>,
+                out: *mut f32,
+                out_features: usize,
+            ) {
+                let row_bytes = blocks_per_row * std::mem::size_of::<$block>();
+                if ROWS * row_bytes > i32::MAX as usize {
+                    // Beyond the gathers' i32 offsets (rows of over 250 MB): the
+                    // reference, which these kernels equal bitwise anyway.
+                    for i in tokens.clone() {
+                        for r in rows.clone() {
+                            let w_row = &w[r * blocks_per_row..(r + 1) * blocks_per_row];
+                            let a_row = &a[i * blocks_per_row..(i + 1) * blocks_per_row];
+                            *out.add(i * out_features + r) =
+                                <$block as crate::quant::BlockFormat>::dot_ref(w_row, a_row);
+                        }
+                    }
+                    return;
+                }
+                for first_row in rows.clone().step_by(ROWS) {
+                    let real = ROWS.min(rows.end - first_row);
+                    let row_of = |k: usize| first_row + k.min(real - 1);
+                    let row_ptrs: [*const $block; ROWS] =
+                        std::array::from_fn(|k| w.as_ptr().add(row_of(k) * blocks_per_row));
+                    let offsets: [i32; ROWS] =
+                        std::array::from_fn(|k| ((row_of(k) - first_row) * row_bytes) as i32);
+                    let offsets = _mm256_loadu_si256(offsets.as_ptr() as *const __m256i);
+                    let store = |token: usize, lanes: __m256| {
+                        let dst = out.add(token * out_features + first_row);
+                        _mm256_mask_storeu_ps(dst, ((1u32 << real) - 1) as u8, lanes);
+                    };
+                    let mut i = tokens.start;
+                    macro_rules! run {
+                        ($n:literal) => {
+                            while tokens.end - i >= $n {
+                                let sums =
+                                    $tokens::<$n>(&row_ptrs, offsets, blocks_per_row, a, aux, i);
+                                for (t, lanes) in sums.into_iter().enumerate() {
+                                    store(i + t, lanes);
+                                }
+                                i += $n;
+                            }
+                        };
+                    }
+                    run!(16);
+                    run!(8);
+                    run!(4);
+                    run!(1);
+                }
+            }
+        };
+    }
+
+    rows8_tokens!(tokens_q4_0, BlockQ4_0, prep_q4_0);
+    rows8_tokens!(tokens_q5_0, BlockQ5_0, prep_q5_0);
+    rows8_tile!(rows8_tile_q4_0, tokens_q4_0, BlockQ4_0);
+    rows8_tile!(rows8_tile_q5_0, tokens_q5_0, BlockQ5_0);
 }

@@ -48,6 +48,9 @@ impl BlockFormat for BlockQ4_0 {
         }
     }
 
+    /// One fused multiply-add per block, in block order: the AVX-512 tile kernel does
+    /// exactly this for eight rows at once, so the two agree bitwise (and IEEE FMA
+    /// makes it the same on every machine).
     fn dot_ref(weights: &[Self], acts: &[BlockQ8_0]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in weights.iter().zip(acts) {
@@ -56,7 +59,7 @@ impl BlockFormat for BlockQ4_0 {
                 isum += ((byte & 0x0F) as i32 - 8) * a.qs[j] as i32;
                 isum += ((byte >> 4) as i32 - 8) * a.qs[j + QK / 2] as i32;
             }
-            sum += isum as f32 * (w.d.to_f32() * a.d.to_f32());
+            sum = (isum as f32).mul_add(w.d.to_f32() * a.d.to_f32(), sum);
         }
         sum
     }

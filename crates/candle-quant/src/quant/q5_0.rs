@@ -82,6 +82,9 @@ impl BlockFormat for BlockQ5_0 {
         }
     }
 
+    /// One fused multiply-add per block, in block order: the AVX-512 tile kernel does
+    /// exactly this for eight rows at once, so the two agree bitwise (and IEEE FMA
+    /// makes it the same on every machine).
     fn dot_ref(weights: &[Self], acts: &[BlockQ8_0]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in weights.iter().zip(acts) {
@@ -91,7 +94,7 @@ impl BlockFormat for BlockQ5_0 {
                 .zip(&a.qs)
                 .map(|(&q, &qa)| (q as i32 - 16) * qa as i32)
                 .sum();
-            sum += isum as f32 * (w.d.to_f32() * a.d.to_f32());
+            sum = (isum as f32).mul_add(w.d.to_f32() * a.d.to_f32(), sum);
         }
         sum
     }
