@@ -913,11 +913,16 @@ pub mod rows8 {
                 // The hardware prefetchers do not follow 8 interleaved streams a few
                 // lines long each (Gemma-3's Q5_0 rows are 7 lines); decode stalled on
                 // every group's first loads until the groups ahead were fetched here.
-                let ahead = PREFETCH_GROUPS_AHEAD * ROWS * blocks_per_row;
+                // The group's 8 rows are contiguous: block j of the group ahead
+                // starts 8 blocks' bytes into its j-th eighth, so three lines per
+                // block cover it all in step with this group.
+                let ahead = (rows[0] as *const i8).wrapping_add(
+                    PREFETCH_GROUPS_AHEAD * ROWS * blocks_per_row * std::mem::size_of::<$block>(),
+                );
                 for j in 0..blocks_per_row {
-                    for row in rows {
-                        let next = row.wrapping_add(j + ahead) as *const i8;
-                        _mm_prefetch::<_MM_HINT_T0>(next);
+                    let next = ahead.wrapping_add(j * ROWS * std::mem::size_of::<$block>());
+                    for line in 0..3 {
+                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
                     }
                     let (quants, d) = $prep(rows, offsets, j);
                     // Unrolled by hand: LLVM kept a rolled token loop whose sums lived
