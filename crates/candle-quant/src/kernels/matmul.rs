@@ -273,6 +273,24 @@ fn compute_rows<B: Kernel>(
     let a_row = |i: usize| &acts[i * acts_per_row..(i + 1) * acts_per_row];
     // SAFETY: (i, r) is in bounds and only this task owns output row r.
     let store = |i: usize, r: usize, v: f32| unsafe { *out.0.add(i * out_features + r) = v };
+    if let Some(tile_kernel) = B::tile(isa) {
+        for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
+            let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);
+            // SAFETY: as for the aux kernels below.
+            unsafe {
+                tile_kernel(
+                    weights,
+                    blocks_per_row,
+                    rows.clone(),
+                    acts,
+                    tile,
+                    out.0,
+                    out_features,
+                )
+            };
+        }
+        return;
+    }
     if let (Some(aux), Some(tile_kernel)) = (aux, B::aux_tile(isa)) {
         for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
             let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);

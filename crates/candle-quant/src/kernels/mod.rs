@@ -128,8 +128,31 @@ pub type AuxTileFn<B> = unsafe fn(
     usize,
 );
 
+/// `out[i * out_features + r] = w_r · a_i` for weight rows `rows` and activation rows
+/// `tokens`, every value bitwise equal to the format's `dot_ref`. Arguments: weights,
+/// blocks per row, rows, activations, tokens, out, out_features.
+///
+/// # Safety
+/// As [`AuxTileFn`].
+pub type TileFn<B> = unsafe fn(
+    &[B],
+    usize,
+    std::ops::Range<usize>,
+    &[<B as BlockFormat>::Act],
+    std::ops::Range<usize>,
+    *mut f32,
+    usize,
+);
+
 /// A block format with run-time selectable dot-product kernels.
 pub trait Kernel: BlockFormat {
+    /// The tile kernel for `isa` that needs no side data, when it has one for this
+    /// format; the matmul then uses it for every output.
+    fn tile(isa: Isa) -> Option<TileFn<Self>> {
+        let _ = isa;
+        None
+    }
+
     /// The bias that makes this format's weight quants unsigned for its [`ActAux`]
     /// kernels, for the formats that have them.
     const AUX_BIAS: Option<i32> = None;
@@ -196,10 +219,22 @@ macro_rules! kernel {
             }
         }
     };
-    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt $(, $bias:literal, $aux:path)?) => {
+    (@tile $block:ty) => {};
+    (@tile $block:ty, $tile:path) => {
+        fn tile(isa: Isa) -> Option<TileFn<Self>> {
+            match isa {
+                // As for `aux_tile`.
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                Isa::Avx512Vnni if isa.is_available() => Some($tile),
+                _ => None,
+            }
+        }
+    };
+    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt $(, $bias:literal, $aux:path)? $(; tile $tile:path)?) => {
         impl Kernel for $block {
             kernel!(@dot $block, $avx2, $simd128);
             kernel!(@aux $block $(, $bias, $aux)?);
+            kernel!(@tile $block $(, $tile)?);
 
             fn dot4_fn(isa: Isa) -> Option<Dot4Fn<Self>> {
                 match isa {
@@ -260,7 +295,7 @@ kernel!(
     128,
     x86::avx512::aux_tile_q8_0
 );
-kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, dot_q4_k);
+kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, dot_q4_k; tile x86::rows8::rows8_tile_q4_k);
 kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, dot_q5_k);
 kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, dot_q6_k);
 

@@ -346,53 +346,24 @@ fn avx512_vnni_kernels_equal_the_avx2_kernels_bitwise() {
     }
 }
 
-/// The [`super::ActAux`] kernels move the weight bias into the lanes' starting
-/// values. Q8_0's lanes end on the integers of the plain kernel, so its tile kernel must
-/// be bitwise equal to `dot_fn`'s, also for weights holding -128 (u = 0); the Q4_0 and
-/// Q5_0 tile kernels (eight weight rows per vector) redo the scalar reference's
-/// arithmetic, so they must be bitwise equal to `dot_ref`. Tiles are run over rows and
-/// tokens that start past zero and end in partial groups (8 rows; 16, 8, 4, 1 tokens).
-fn assert_aux_tile_equals<B: Kernel<Act = BlockQ8_0>>(
-    rng: &mut StdRng,
+/// Runs `run` (a tile kernel) over all of `weights` × `acts` and over rows and tokens
+/// that start past zero and end in partial groups (8 rows; 16, 8, 4, 1 tokens): every
+/// output must be bitwise `reference`'s and nothing outside the tile may be written.
+fn assert_tile_equals<B: Kernel>(
+    weights: &[B],
     n_blocks: usize,
-    weights: Option<Vec<B>>,
+    acts: &[B::Act],
     reference: DotFn<B>,
+    run: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>, &mut [f32]),
 ) {
-    let Some(tile) = B::aux_tile(Isa::best()) else {
-        return;
-    };
-    let bias = B::AUX_BIAS.expect("formats with aux kernels name their bias");
-    let n = n_blocks * B::ELEMS;
-    let weights = weights.unwrap_or_else(|| {
-        let w_f: Vec<f32> = (0..21 * n)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect();
-        w_f.chunks_exact(B::ELEMS).map(B::quantize).collect()
-    });
-    let (out_rows, tokens) = (weights.len() / n_blocks, 31);
-    let x: Vec<f32> = (0..tokens * n)
-        .map(|_| rng.random_range(-3.0f32..3.0))
-        .collect();
-    let acts: Vec<BlockQ8_0> = crate::quant::quantize_activations(&x);
-    let aux: Vec<super::ActAux> = acts.iter().map(|a| super::ActAux::new(a, bias)).collect();
+    let out_rows = weights.len() / n_blocks;
+    let tokens = acts.len() / n_blocks;
     for (rows, token_range) in [
         (0..out_rows, 0..tokens),
         (out_rows.min(8)..out_rows, 2..tokens),
     ] {
         let mut out = vec![f32::NAN; tokens * out_rows];
-        // SAFETY: out holds tokens × out_rows values; acts and aux hold every token.
-        unsafe {
-            tile(
-                &weights,
-                n_blocks,
-                rows.clone(),
-                &acts,
-                &aux,
-                token_range.clone(),
-                out.as_mut_ptr(),
-                out_rows,
-            )
-        };
+        run(rows.clone(), token_range.clone(), &mut out);
         for i in 0..tokens {
             for r in 0..out_rows {
                 let got = out[i * out_rows + r];
@@ -415,6 +386,51 @@ fn assert_aux_tile_equals<B: Kernel<Act = BlockQ8_0>>(
     }
 }
 
+/// The [`super::ActAux`] kernels move the weight bias into the lanes' starting
+/// values. Q8_0's lanes end on the integers of the plain kernel, so its tile kernel must
+/// be bitwise equal to `dot_fn`'s, also for weights holding -128 (u = 0); the Q4_0 and
+/// Q5_0 tile kernels (eight weight rows per vector) redo the scalar reference's
+/// arithmetic, so they must be bitwise equal to `dot_ref`.
+fn assert_aux_tile_equals<B: Kernel<Act = BlockQ8_0>>(
+    rng: &mut StdRng,
+    n_blocks: usize,
+    weights: Option<Vec<B>>,
+    reference: DotFn<B>,
+) {
+    let Some(tile) = B::aux_tile(Isa::best()) else {
+        return;
+    };
+    let bias = B::AUX_BIAS.expect("formats with aux kernels name their bias");
+    let n = n_blocks * B::ELEMS;
+    let weights = weights.unwrap_or_else(|| {
+        let w_f: Vec<f32> = (0..21 * n)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        w_f.chunks_exact(B::ELEMS).map(B::quantize).collect()
+    });
+    let x: Vec<f32> = (0..31 * n)
+        .map(|_| rng.random_range(-3.0f32..3.0))
+        .collect();
+    let acts: Vec<BlockQ8_0> = crate::quant::quantize_activations(&x);
+    let aux: Vec<super::ActAux> = acts.iter().map(|a| super::ActAux::new(a, bias)).collect();
+    let out_rows = weights.len() / n_blocks;
+    assert_tile_equals(&weights, n_blocks, &acts, reference, |rows, tokens, out| {
+        // SAFETY: out holds every token × out_rows values; acts and aux every token.
+        unsafe {
+            tile(
+                &weights,
+                n_blocks,
+                rows,
+                &acts,
+                &aux,
+                tokens,
+                out.as_mut_ptr(),
+                out_rows,
+            )
+        }
+    });
+}
+
 #[test]
 fn aux_kernels_equal_their_reference_bitwise() {
     let mut rng = StdRng::seed_from_u64(6);
@@ -430,4 +446,59 @@ fn aux_kernels_equal_their_reference_bitwise() {
         b.qs[..8].iter_mut().for_each(|q| *q = -128);
     }
     assert_aux_tile_equals::<BlockQ8_0>(&mut rng, 3, Some(w), BlockQ8_0::dot_fn(Isa::best()));
+}
+
+/// The K-quant tile kernels (eight weight rows per vector) redo the scalar reference's
+/// arithmetic: bitwise equal to `dot_ref`, on quantized real-valued rows and on random
+/// bytes (every scale and min bit pattern, extreme activations).
+#[test]
+fn k_quant_tile_kernels_equal_the_reference_bitwise() {
+    fn check<B: Kernel<Act = BlockQ8K>>(weights: Vec<B>, n_blocks: usize, acts: Vec<BlockQ8K>) {
+        let Some(tile) = B::tile(Isa::best()) else {
+            return;
+        };
+        let out_rows = weights.len() / n_blocks;
+        assert_tile_equals(
+            &weights,
+            n_blocks,
+            &acts,
+            B::dot_ref,
+            |rows, tokens, out| {
+                // SAFETY: out holds every token × out_rows values; acts every token.
+                unsafe {
+                    tile(
+                        &weights,
+                        n_blocks,
+                        rows,
+                        &acts,
+                        tokens,
+                        out.as_mut_ptr(),
+                        out_rows,
+                    )
+                }
+            },
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(9);
+    for n_blocks in [1, 3] {
+        let n = n_blocks * 256;
+        let w_f: Vec<f32> = (0..13 * n)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let acts = random_q8k(&mut rng, 29 * n_blocks, 127, one);
+        check::<BlockQ4K>(
+            w_f.chunks_exact(256).map(BlockQ4K::quantize).collect(),
+            n_blocks,
+            acts,
+        );
+        let mut w: Vec<BlockQ4K> = random_bytes(&mut rng, 21 * n_blocks);
+        for b in &mut w {
+            set_f16(&mut b.d, rng.random_range(-0.1f32..0.1));
+            set_f16(&mut b.dmin, rng.random_range(-0.1f32..0.1));
+        }
+        let acts = random_q8k(&mut rng, 29 * n_blocks, 127, |r| {
+            r.random_range(0.001f32..0.1)
+        });
+        check::<BlockQ4K>(w, n_blocks, acts);
+    }
 }
