@@ -892,6 +892,25 @@ pub mod rows8 {
         (quants, row_scales(first, offsets))
     }
 
+    /// Prefetches block `j` of the 8-row group `PREFETCH_GROUPS_AHEAD` ahead. The
+    /// group's rows are contiguous, so block `j` of all of them is the `j`-th run of
+    /// `group_bytes` (8 blocks' bytes) of that group's span, fetched in step with
+    /// this group's block `j`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
+    unsafe fn prefetch_group_ahead(
+        group_start: *const i8,
+        blocks_per_row: usize,
+        group_bytes: usize,
+        j: usize,
+    ) {
+        let ahead = (PREFETCH_GROUPS_AHEAD * blocks_per_row + j) * group_bytes;
+        let next = group_start.wrapping_add(ahead);
+        for line in 0..group_bytes.div_ceil(64) {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
+        }
+    }
+
     /// `N` activation rows starting at token `first` against 8 weight rows: one f32
     /// lane per weight row.
     macro_rules! rows8_tokens {
@@ -913,17 +932,9 @@ pub mod rows8 {
                 // The hardware prefetchers do not follow 8 interleaved streams a few
                 // lines long each (Gemma-3's Q5_0 rows are 7 lines); decode stalled on
                 // every group's first loads until the groups ahead were fetched here.
-                // The group's 8 rows are contiguous: block j of the group ahead
-                // starts 8 blocks' bytes into its j-th eighth, so three lines per
-                // block cover it all in step with this group.
-                let ahead = (rows[0] as *const i8).wrapping_add(
-                    PREFETCH_GROUPS_AHEAD * ROWS * blocks_per_row * std::mem::size_of::<$block>(),
-                );
+                let group_bytes = ROWS * std::mem::size_of::<$block>();
                 for j in 0..blocks_per_row {
-                    let next = ahead.wrapping_add(j * ROWS * std::mem::size_of::<$block>());
-                    for line in 0..3 {
-                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
-                    }
+                    prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
                     let (quants, d) = $prep(rows, offsets, j);
                     // Unrolled by hand: LLVM kept a rolled token loop whose sums lived
                     // on the stack, one store-to-load round trip per token and block.
@@ -1062,14 +1073,9 @@ pub mod rows8 {
         const { assert!(N <= 8) };
         let mut sums = [_mm256_setzero_ps(); N];
         let group_bytes = ROWS * std::mem::size_of::<BlockQ4K>();
-        let ahead = (rows[0] as *const i8)
-            .wrapping_add(PREFETCH_GROUPS_AHEAD * blocks_per_row * group_bytes);
         let low = _mm256_set1_epi8(0x0F);
         for j in 0..blocks_per_row {
-            let next = ahead.wrapping_add(j * group_bytes);
-            for line in 0..group_bytes.div_ceil(64) {
-                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
-            }
+            prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
             let blocks = rows.map(|p| p.add(j));
             // [sub-block][row]: each scale as an i32 lane, each min in both i16
             // halves of one.
