@@ -843,25 +843,22 @@ pub mod rows8 {
         })
     }
 
-    /// The 8 rows' f16 scales (the first two bytes of each block) as f32 lanes.
+    /// The 8 rows' f16 scales (the first two bytes of each block, in the low half of
+    /// `first_words`' lanes) as f32 lanes.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn row_scales(first_block: *const u8, offsets: __m256i) -> __m256 {
-        let words = _mm256_i32gather_epi32::<1>(first_block as *const i32, offsets);
-        _mm256_cvtph_ps(_mm256_cvtepi32_epi16(words))
+    unsafe fn row_scales(first_words: __m256i) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtepi32_epi16(first_words))
     }
 
     /// Q4_0: unsigned quants (q + 8) and scales of block `j` of 8 rows.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn prep_q4_0(
-        rows: &[*const BlockQ4_0; ROWS],
-        offsets: __m256i,
-        j: usize,
-    ) -> ([__m256i; 8], __m256) {
+    unsafe fn prep_q4_0(rows: &[*const BlockQ4_0; ROWS], j: usize) -> ([__m256i; 8], __m256) {
         let blocks = rows.map(|p| p.add(j));
         let quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
-        (quants, row_scales(blocks[0] as *const u8, offsets))
+        let header = packed_groups(blocks.map(|b| b as *const u8));
+        (quants, row_scales(header[0]))
     }
 
     /// Q5_0: unsigned quants (q + 16) and scales of block `j` of 8 rows. Bit 4 of
@@ -869,16 +866,17 @@ pub mod rows8 {
     /// per group picks those bits for all rows into a byte mask.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn prep_q5_0(
-        rows: &[*const BlockQ5_0; ROWS],
-        offsets: __m256i,
-        j: usize,
-    ) -> ([__m256i; 8], __m256) {
+    unsafe fn prep_q5_0(rows: &[*const BlockQ5_0; ROWS], j: usize) -> ([__m256i; 8], __m256) {
         let blocks = rows.map(|p| p.add(j));
         let mut quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
-        let first = blocks[0] as *const u8;
-        // Lane r = row r's qh; each 64-bit lane holds rows (2i, 2i + 1).
-        let qh = _mm256_i32gather_epi32::<1>(first.add(2) as *const i32, offsets);
+        // Bytes 0..8 of each row (d, qh, two quant bytes) transposed like the
+        // quants, then qh = bytes 2..6: lane r = row r's qh, each 64-bit lane
+        // holding rows (2i, 2i + 1).
+        let header = packed_groups(blocks.map(|b| b as *const u8));
+        let qh = _mm256_or_si256(
+            _mm256_srli_epi32::<16>(header[0]),
+            _mm256_slli_epi32::<16>(header[1]),
+        );
         let bit_of_byte = _mm256_setr_epi8(
             0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35, 0,
             1, 2, 3, 32, 33, 34, 35,
@@ -889,7 +887,7 @@ pub mod rows8 {
             let set = _mm256_bitshuffle_epi64_mask(qh, select);
             *q = _mm256_mask_add_epi8(*q, set, *q, high);
         }
-        (quants, row_scales(first, offsets))
+        (quants, row_scales(header[0]))
     }
 
     /// Prefetches block `j` of the 8-row group `PREFETCH_GROUPS_AHEAD` ahead. The
@@ -921,7 +919,6 @@ pub mod rows8 {
             )]
             unsafe fn $name<const N: usize>(
                 rows: &[*const $block; ROWS],
-                offsets: __m256i,
                 blocks_per_row: usize,
                 a: &[BlockQ8_0],
                 aux: &[ActAux],
@@ -935,7 +932,7 @@ pub mod rows8 {
                 let group_bytes = ROWS * std::mem::size_of::<$block>();
                 for j in 0..blocks_per_row {
                     prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
-                    let (quants, d) = $prep(rows, offsets, j);
+                    let (quants, d) = $prep(rows, j);
                     // Unrolled by hand: LLVM kept a rolled token loop whose sums lived
                     // on the stack, one store-to-load round trip per token and block.
                     macro_rules! token {
@@ -1003,28 +1000,11 @@ pub mod rows8 {
                 out: *mut f32,
                 out_features: usize,
             ) {
-                let row_bytes = blocks_per_row * std::mem::size_of::<$block>();
-                if ROWS * row_bytes > i32::MAX as usize {
-                    // Beyond the gathers' i32 offsets (rows of over 250 MB): the
-                    // reference, which these kernels equal bitwise anyway.
-                    for i in tokens.clone() {
-                        for r in rows.clone() {
-                            let w_row = &w[r * blocks_per_row..(r + 1) * blocks_per_row];
-                            let a_row = &a[i * blocks_per_row..(i + 1) * blocks_per_row];
-                            *out.add(i * out_features + r) =
-                                <$block as crate::quant::BlockFormat>::dot_ref(w_row, a_row);
-                        }
-                    }
-                    return;
-                }
                 for first_row in rows.clone().step_by(ROWS) {
                     let real = ROWS.min(rows.end - first_row);
                     let row_of = |k: usize| first_row + k.min(real - 1);
                     let row_ptrs: [*const $block; ROWS] =
                         std::array::from_fn(|k| w.as_ptr().add(row_of(k) * blocks_per_row));
-                    let offsets: [i32; ROWS] =
-                        std::array::from_fn(|k| ((row_of(k) - first_row) * row_bytes) as i32);
-                    let offsets = _mm256_loadu_si256(offsets.as_ptr() as *const __m256i);
                     let store = |token: usize, lanes: __m256| {
                         let dst = out.add(token * out_features + first_row);
                         _mm256_mask_storeu_ps(dst, ((1u32 << real) - 1) as u8, lanes);
@@ -1033,8 +1013,7 @@ pub mod rows8 {
                     macro_rules! run {
                         ($n:literal) => {
                             while tokens.end - i >= $n {
-                                let sums =
-                                    $tokens::<$n>(&row_ptrs, offsets, blocks_per_row, a, aux, i);
+                                let sums = $tokens::<$n>(&row_ptrs, blocks_per_row, a, aux, i);
                                 for (t, lanes) in sums.into_iter().enumerate() {
                                     store(i + t, lanes);
                                 }
