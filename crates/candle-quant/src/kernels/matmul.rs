@@ -273,12 +273,15 @@ fn compute_rows<B: Kernel>(
     let a_row = |i: usize| &acts[i * acts_per_row..(i + 1) * acts_per_row];
     // SAFETY: (i, r) is in bounds and only this task owns output row r.
     let store = |i: usize, r: usize, v: f32| unsafe { *out.0.add(i * out_features + r) = v };
-    if let Some(tile_kernel) = B::tile(isa) {
-        for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
-            let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);
-            // SAFETY: as for the aux kernels below.
+    let tiles = (0..m)
+        .step_by(PREFILL_ACT_TILE)
+        .map(|start| start..(start + PREFILL_ACT_TILE).min(m));
+    // SAFETY (both tile kernels): they write out[i * out_features + r] for this
+    // task's rows only, all in bounds; `acts` and `aux` hold all m activation rows.
+    if let Some(kernel) = B::tile(isa) {
+        for tile in tiles {
             unsafe {
-                tile_kernel(
+                kernel(
                     weights,
                     blocks_per_row,
                     rows.clone(),
@@ -291,13 +294,10 @@ fn compute_rows<B: Kernel>(
         }
         return;
     }
-    if let (Some(aux), Some(tile_kernel)) = (aux, B::aux_tile(isa)) {
-        for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
-            let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);
-            // SAFETY: the kernel writes out[i * out_features + r] for this task's
-            // rows only, all in bounds; `acts` and `aux` hold all m activation rows.
+    if let (Some(aux), Some(kernel)) = (aux, B::aux_tile(isa)) {
+        for tile in tiles {
             unsafe {
-                tile_kernel(
+                kernel(
                     weights,
                     blocks_per_row,
                     rows.clone(),
@@ -311,8 +311,7 @@ fn compute_rows<B: Kernel>(
         }
         return;
     }
-    for tile_start in (0..m).step_by(PREFILL_ACT_TILE) {
-        let tile = tile_start..(tile_start + PREFILL_ACT_TILE).min(m);
+    for tile in tiles {
         for r in rows.clone() {
             let w_row = &weights[r * blocks_per_row..(r + 1) * blocks_per_row];
             let mut i = tile.start;

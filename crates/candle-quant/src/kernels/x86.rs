@@ -920,8 +920,7 @@ pub mod rows8 {
             unsafe fn $name<const N: usize>(
                 rows: &[*const $block; ROWS],
                 blocks_per_row: usize,
-                a: &[BlockQ8_0],
-                aux: &[ActAux],
+                (a, aux): (&[BlockQ8_0], &[ActAux]),
                 first: usize,
             ) -> [__m256; N] {
                 const { assert!(N <= 16) };
@@ -976,16 +975,17 @@ pub mod rows8 {
         };
     }
 
-    /// The tile kernel (see `AuxTileFn`): weight rows in groups of 8 (the last group
-    /// re-reads its last row in the missing lanes and stores only the real ones),
-    /// activation rows 16 at a time, then 8, 4 and 1.
+    /// A tile kernel (see `AuxTileFn` and `TileFn`; `aux` for the former): weight rows
+    /// in groups of 8 (the last group re-reads its last row in the missing lanes and
+    /// stores only the real ones), activation rows in tiles of the given sizes, largest
+    /// first.
     macro_rules! rows8_tile {
-        ($name:ident, $tokens:ident, $block:ty) => {
+        ($name:ident, $tokens:ident, $block:ty, $act:ty, [$($n:literal),*] $(, $aux:ident)?) => {
             /// # Safety
             /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL, VNNI and BITALG. `out` must
             /// be valid for writes at `i * out_features + r` for every `i` in `tokens`
             /// and `r` in `rows`, elements no other thread touches during the call;
-            /// `w` must hold every row of `rows`, `a` and `aux` every token.
+            /// `w` must hold every row of `rows`, the activations every token.
             #[allow(clippy::too_many_arguments)]
             #[target_feature(
                 enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
@@ -994,8 +994,8 @@ pub mod rows8 {
                 w: &[$block],
                 blocks_per_row: usize,
                 rows: Range<usize>,
-                a: &[BlockQ8_0],
-                aux: &[ActAux],
+                a: &[$act],
+                $($aux: &[ActAux],)?
                 tokens: Range<usize>,
                 out: *mut f32,
                 out_features: usize,
@@ -1009,22 +1009,18 @@ pub mod rows8 {
                         let dst = out.add(token * out_features + first_row);
                         _mm256_mask_storeu_ps(dst, ((1u32 << real) - 1) as u8, lanes);
                     };
+                    // The token kernels take the activations (and aux) as one tuple.
+                    let acts = (a, $($aux)?);
                     let mut i = tokens.start;
-                    macro_rules! run {
-                        ($n:literal) => {
-                            while tokens.end - i >= $n {
-                                let sums = $tokens::<$n>(&row_ptrs, blocks_per_row, a, aux, i);
-                                for (t, lanes) in sums.into_iter().enumerate() {
-                                    store(i + t, lanes);
-                                }
-                                i += $n;
+                    $(
+                        while tokens.end - i >= $n {
+                            let sums = $tokens::<$n>(&row_ptrs, blocks_per_row, acts, i);
+                            for (t, lanes) in sums.into_iter().enumerate() {
+                                store(i + t, lanes);
                             }
-                        };
-                    }
-                    run!(16);
-                    run!(8);
-                    run!(4);
-                    run!(1);
+                            i += $n;
+                        }
+                    )*
                 }
             }
         };
@@ -1032,8 +1028,22 @@ pub mod rows8 {
 
     rows8_tokens!(tokens_q4_0, BlockQ4_0, prep_q4_0);
     rows8_tokens!(tokens_q5_0, BlockQ5_0, prep_q5_0);
-    rows8_tile!(rows8_tile_q4_0, tokens_q4_0, BlockQ4_0);
-    rows8_tile!(rows8_tile_q5_0, tokens_q5_0, BlockQ5_0);
+    rows8_tile!(
+        rows8_tile_q4_0,
+        tokens_q4_0,
+        BlockQ4_0,
+        BlockQ8_0,
+        [16, 8, 4, 1],
+        aux
+    );
+    rows8_tile!(
+        rows8_tile_q5_0,
+        tokens_q5_0,
+        BlockQ5_0,
+        BlockQ8_0,
+        [16, 8, 4, 1],
+        aux
+    );
 
     /// `N` (at most 8: with 16, twice the registers in flight measured 10% slower)
     /// activation rows starting at token `first` against 8 Q4_K weight rows.
@@ -1046,7 +1056,7 @@ pub mod rows8 {
     unsafe fn tokens_q4_k<const N: usize>(
         rows: &[*const BlockQ4K; ROWS],
         blocks_per_row: usize,
-        a: &[BlockQ8K],
+        (a,): (&[BlockQ8K],),
         first: usize,
     ) -> [__m256; N] {
         const { assert!(N <= 8) };
@@ -1139,48 +1149,5 @@ pub mod rows8 {
         sums
     }
 
-    /// Q4_K's tile kernel (see `TileFn`), shaped like the Q4_0/Q5_0 ones.
-    ///
-    /// # Safety
-    /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL, VNNI and BITALG. `out` must be valid
-    /// for writes at `i * out_features + r` for every `i` in `tokens` and `r` in
-    /// `rows`, elements no other thread touches during the call; `w` must hold every
-    /// row of `rows`, `a` every token.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    pub unsafe fn rows8_tile_q4_k(
-        w: &[BlockQ4K],
-        blocks_per_row: usize,
-        rows: Range<usize>,
-        a: &[BlockQ8K],
-        tokens: Range<usize>,
-        out: *mut f32,
-        out_features: usize,
-    ) {
-        for first_row in rows.clone().step_by(ROWS) {
-            let real = ROWS.min(rows.end - first_row);
-            let row_ptrs: [*const BlockQ4K; ROWS] = std::array::from_fn(|k| {
-                w.as_ptr()
-                    .add((first_row + k.min(real - 1)) * blocks_per_row)
-            });
-            let store = |token: usize, lanes: __m256| {
-                let dst = out.add(token * out_features + first_row);
-                _mm256_mask_storeu_ps(dst, ((1u32 << real) - 1) as u8, lanes);
-            };
-            let mut i = tokens.start;
-            macro_rules! run {
-                ($n:literal) => {
-                    while tokens.end - i >= $n {
-                        let sums = tokens_q4_k::<$n>(&row_ptrs, blocks_per_row, a, i);
-                        for (t, lanes) in sums.into_iter().enumerate() {
-                            store(i + t, lanes);
-                        }
-                        i += $n;
-                    }
-                };
-            }
-            run!(8);
-            run!(4);
-            run!(1);
-        }
-    }
+    rows8_tile!(rows8_tile_q4_k, tokens_q4_k, BlockQ4K, BlockQ8K, [8, 4, 1]);
 }
