@@ -1066,24 +1066,44 @@ pub mod rows8 {
         for j in 0..blocks_per_row {
             prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
             let blocks = rows.map(|p| p.add(j));
-            // [sub-block][row]: each scale as an i32 lane, each min in both i16
-            // halves of one.
-            let mut scales = [[0i32; ROWS]; 8];
-            let mut mins = [[0i32; ROWS]; 8];
-            let mut d = [0u16; ROWS];
-            let mut dmin = [0u16; ROWS];
-            for (r, b) in blocks.iter().enumerate() {
-                let (sc, m) = crate::quant::unpack_scales_mins(&(**b).scales);
-                for k in 0..8 {
-                    scales[k][r] = sc[k] as i32;
-                    mins[k][r] = m[k] as i32 * 0x1_0001;
-                }
-                d[r] = (**b).d.to_bits();
-                dmin[r] = (**b).dmin.to_bits();
-            }
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr() as *const __m128i));
-            let lanes = |v: &[i32; ROWS]| _mm256_loadu_si256(v.as_ptr() as *const __m256i);
+            // Bytes 0..16 of each row transposed: d and dmin, then the 12 bytes of
+            // packed 6-bit scales and mins, 4 per vector.
+            let [header, s0, s4, s8] = packed_groups(blocks.map(|b| b as *const u8));
+            let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(header));
+            let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(header)));
+            let six = _mm256_set1_epi8(63);
+            let top2 = _mm256_set1_epi8(0xC0u8 as i8);
+            // ggml's packing, byte-wise (each shift is masked first so no bit crosses
+            // into a neighbouring byte): scales and mins 0..4 are the low 6 bits of
+            // bytes 0..4 and 4..8; 4..8 join a nibble of bytes 8..12 with those bytes'
+            // top two bits.
+            let sc_lo = _mm256_and_si256(s0, six);
+            let m_lo = _mm256_and_si256(s4, six);
+            let sc_hi = _mm256_or_si256(
+                _mm256_and_si256(s8, low),
+                _mm256_srli_epi16::<2>(_mm256_and_si256(s0, top2)),
+            );
+            let m_hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(s8), low),
+                _mm256_srli_epi16::<2>(_mm256_and_si256(s4, top2)),
+            );
+            // Sub-block k's byte as an i32 lane.
+            let byte = |v: __m256i, k: usize| {
+                let shifted = match k % 4 {
+                    0 => v,
+                    1 => _mm256_srli_epi32::<8>(v),
+                    2 => _mm256_srli_epi32::<16>(v),
+                    _ => _mm256_srli_epi32::<24>(v),
+                };
+                _mm256_and_si256(shifted, _mm256_set1_epi32(0xFF))
+            };
+            let scales: [__m256i; 8] =
+                std::array::from_fn(|k| byte(if k < 4 { sc_lo } else { sc_hi }, k));
+            // Each min in both i16 halves of its lane, for `vpdpwssd`.
+            let mins: [__m256i; 8] = std::array::from_fn(|k| {
+                let m = byte(if k < 4 { m_lo } else { m_hi }, k);
+                _mm256_or_si256(m, _mm256_slli_epi32::<16>(m))
+            });
             let mut scaled = [_mm256_setzero_si256(); N];
             for c in 0..4 {
                 // Bytes 32c..32c+32 of each row: low nibbles are sub-block 2c,
@@ -1099,7 +1119,7 @@ pub mod rows8 {
                 });
                 let lo_q = packed.map(|p| _mm256_and_si256(p, low));
                 let hi_q = packed.map(|p| _mm256_and_si256(_mm256_srli_epi16::<4>(p), low));
-                let (lo_sc, hi_sc) = (lanes(&scales[2 * c]), lanes(&scales[2 * c + 1]));
+                let (lo_sc, hi_sc) = (scales[2 * c], scales[2 * c + 1]);
                 macro_rules! token {
                     ($t:literal) => {
                         if $t < N {
@@ -1136,7 +1156,7 @@ pub mod rows8 {
                 let mut offsets = _mm256_setzero_si256();
                 for (k, m) in mins.iter().enumerate() {
                     let pair = _mm256_set1_epi32(pairs.add(k).read_unaligned());
-                    offsets = _mm256_dpwssd_epi32(offsets, lanes(m), pair);
+                    offsets = _mm256_dpwssd_epi32(offsets, *m, pair);
                 }
                 let da = _mm256_set1_ps(act.d);
                 let scaled_term =
