@@ -942,11 +942,24 @@ pub mod rows8 {
                                 let qa = a.get_unchecked(at).qs.as_ptr() as *const i32;
                                 // The lanes start from -bias·Σa, which cancels the bias
                                 // of the unsigned weight quants.
-                                let mut isum = _mm256_set1_epi32(side.block_init);
+                                // With few tokens nothing hides the latency of one
+                                // chain of 8 `vpdpbusd` per block: split it in four.
+                                let chains = if N < 4 { 4 } else { 1 };
+                                let mut isum = [_mm256_setzero_si256(); 4];
+                                isum[0] = _mm256_set1_epi32(side.block_init);
                                 for (g, q) in quants.iter().enumerate() {
                                     let four = _mm256_set1_epi32(qa.add(g).read_unaligned());
-                                    isum = _mm256_dpbusd_epi32(isum, *q, four);
+                                    let c = g % chains;
+                                    isum[c] = _mm256_dpbusd_epi32(isum[c], *q, four);
                                 }
+                                let isum = if chains == 1 {
+                                    isum[0]
+                                } else {
+                                    _mm256_add_epi32(
+                                        _mm256_add_epi32(isum[0], isum[1]),
+                                        _mm256_add_epi32(isum[2], isum[3]),
+                                    )
+                                };
                                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(side.d));
                                 sums[$t] =
                                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, sums[$t]);
