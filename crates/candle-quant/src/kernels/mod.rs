@@ -205,36 +205,42 @@ macro_rules! kernel {
         }
     };
     (@aux $block:ty) => {};
-    (@aux $block:ty, $bias:literal, $aux:path) => {
+    (@aux $block:ty, $bias:literal, $($isa:ident => $aux:path),+) => {
         const AUX_BIAS: Option<i32> = Some($bias);
 
         fn aux_tile(isa: Isa) -> Option<AuxTileFn<Self>> {
             match isa {
-                // Handed out only after `is_available` confirmed AVX2, FMA, F16C,
-                // AVX-512 F/BW/VL, VNNI and BITALG; the rest of the kernel's safety
-                // contract is the caller's (see `AuxTileFn`).
-                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                Isa::Avx512Vnni if isa.is_available() => Some($aux),
+                // Handed out only after `is_available` confirmed the instruction set's
+                // features; the rest of the kernel's safety contract is the caller's
+                // (see `AuxTileFn`).
+                $(
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::$isa if isa.is_available() => Some($aux),
+                )+
                 _ => None,
             }
         }
     };
     (@tile $block:ty) => {};
-    (@tile $block:ty, $tile:path) => {
+    (@tile $block:ty, $($isa:ident => $tile:path),+) => {
         fn tile(isa: Isa) -> Option<TileFn<Self>> {
             match isa {
                 // As for `aux_tile`.
-                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                Isa::Avx512Vnni if isa.is_available() => Some($tile),
+                $(
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::$isa if isa.is_available() => Some($tile),
+                )+
                 _ => None,
             }
         }
     };
-    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt $(, $bias:literal, $aux:path)? $(; tile $tile:path)?) => {
+    ($block:ty, $avx2:ident, $avx2_dot4:ident, $simd128:tt
+        $(, $bias:literal, [$($aux_isa:ident => $aux:path),+])?
+        $(; tile [$($tile_isa:ident => $tile:path),+])?) => {
         impl Kernel for $block {
             kernel!(@dot $block, $avx2, $simd128);
-            kernel!(@aux $block $(, $bias, $aux)?);
-            kernel!(@tile $block $(, $tile)?);
+            kernel!(@aux $block $(, $bias, $($aux_isa => $aux),+)?);
+            kernel!(@tile $block $(, $($tile_isa => $tile),+)?);
 
             fn dot4_fn(isa: Isa) -> Option<Dot4Fn<Self>> {
                 match isa {
@@ -269,33 +275,22 @@ macro_rules! kernel {
     };
 }
 
-kernel!(
-    BlockQ4_0,
-    dot_q4_0,
-    dot4_q4_0,
-    dot_q4_0,
-    8,
-    x86::rows8::rows8_tile_q4_0
-);
+kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0, 8, [
+    Avx2 => x86::rows8::avx2::rows8_tile_q4_0,
+    Avx512Vnni => x86::rows8::avx512::rows8_tile_q4_0
+]);
 kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1);
-kernel!(
-    BlockQ5_0,
-    dot_q5_0,
-    dot4_q5_0,
-    dot_q5_0,
-    16,
-    x86::rows8::rows8_tile_q5_0
-);
+kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, dot_q5_0, 16, [
+    Avx2 => x86::rows8::avx2::rows8_tile_q5_0,
+    Avx512Vnni => x86::rows8::avx512::rows8_tile_q5_0
+]);
 kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, dot_q5_1);
-kernel!(
-    BlockQ8_0,
-    dot_q8_0,
-    dot4_q8_0,
-    dot_q8_0,
-    128,
-    x86::avx512::aux_tile_q8_0
-);
-kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, dot_q4_k; tile x86::rows8::rows8_tile_q4_k);
+kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0, 128, [
+    Avx512Vnni => x86::avx512::aux_tile_q8_0
+]);
+kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, dot_q4_k; tile [
+    Avx512Vnni => x86::rows8::avx512::rows8_tile_q4_k
+]);
 kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, dot_q5_k);
 kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, dot_q6_k);
 

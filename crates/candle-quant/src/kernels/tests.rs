@@ -392,12 +392,13 @@ fn assert_tile_equals<B: Kernel>(
 /// Q5_0 tile kernels (eight weight rows per vector) redo the scalar reference's
 /// arithmetic, so they must be bitwise equal to `dot_ref`.
 fn assert_aux_tile_equals<B: Kernel<Act = BlockQ8_0>>(
+    isa: Isa,
     rng: &mut StdRng,
     n_blocks: usize,
     weights: Option<Vec<B>>,
     reference: DotFn<B>,
 ) {
-    let Some(tile) = B::aux_tile(Isa::best()) else {
+    let Some(tile) = B::aux_tile(isa) else {
         return;
     };
     let bias = B::AUX_BIAS.expect("formats with aux kernels name their bias");
@@ -433,19 +434,22 @@ fn assert_aux_tile_equals<B: Kernel<Act = BlockQ8_0>>(
 
 #[test]
 fn aux_kernels_equal_their_reference_bitwise() {
-    let mut rng = StdRng::seed_from_u64(6);
-    for n_blocks in [1, 2, 5, 20] {
-        assert_aux_tile_equals::<BlockQ4_0>(&mut rng, n_blocks, None, BlockQ4_0::dot_ref);
-        assert_aux_tile_equals::<BlockQ5_0>(&mut rng, n_blocks, None, BlockQ5_0::dot_ref);
-        let plain = BlockQ8_0::dot_fn(Isa::best());
-        assert_aux_tile_equals::<BlockQ8_0>(&mut rng, n_blocks, None, plain);
+    for isa in isas_under_test() {
+        let mut rng = StdRng::seed_from_u64(6);
+        for n_blocks in [1, 2, 5, 20] {
+            assert_aux_tile_equals::<BlockQ4_0>(isa, &mut rng, n_blocks, None, BlockQ4_0::dot_ref);
+            assert_aux_tile_equals::<BlockQ5_0>(isa, &mut rng, n_blocks, None, BlockQ5_0::dot_ref);
+            let plain = BlockQ8_0::dot_fn(isa);
+            assert_aux_tile_equals::<BlockQ8_0>(isa, &mut rng, n_blocks, None, plain);
+        }
+        let mut w: Vec<BlockQ8_0> = random_bytes(&mut rng, 6);
+        for b in &mut w {
+            set_f16(&mut b.d, 0.01);
+            b.qs[..8].iter_mut().for_each(|q| *q = -128);
+        }
+        let plain = BlockQ8_0::dot_fn(isa);
+        assert_aux_tile_equals::<BlockQ8_0>(isa, &mut rng, 3, Some(w), plain);
     }
-    let mut w: Vec<BlockQ8_0> = random_bytes(&mut rng, 6);
-    for b in &mut w {
-        set_f16(&mut b.d, 0.01);
-        b.qs[..8].iter_mut().for_each(|q| *q = -128);
-    }
-    assert_aux_tile_equals::<BlockQ8_0>(&mut rng, 3, Some(w), BlockQ8_0::dot_fn(Isa::best()));
 }
 
 /// The K-quant tile kernels (eight weight rows per vector) redo the scalar reference's
@@ -454,30 +458,29 @@ fn aux_kernels_equal_their_reference_bitwise() {
 #[test]
 fn k_quant_tile_kernels_equal_the_reference_bitwise() {
     fn check<B: Kernel<Act = BlockQ8K>>(weights: Vec<B>, n_blocks: usize, acts: Vec<BlockQ8K>) {
-        let Some(tile) = B::tile(Isa::best()) else {
-            return;
-        };
         let out_rows = weights.len() / n_blocks;
-        assert_tile_equals(
-            &weights,
-            n_blocks,
-            &acts,
-            B::dot_ref,
-            |rows, tokens, out| {
-                // SAFETY: out holds every token × out_rows values; acts every token.
-                unsafe {
-                    tile(
-                        &weights,
-                        n_blocks,
-                        rows,
-                        &acts,
-                        tokens,
-                        out.as_mut_ptr(),
-                        out_rows,
-                    )
-                }
-            },
-        );
+        for tile in isas_under_test().into_iter().filter_map(B::tile) {
+            assert_tile_equals(
+                &weights,
+                n_blocks,
+                &acts,
+                B::dot_ref,
+                |rows, tokens, out| {
+                    // SAFETY: out holds every token × out_rows values; acts every token.
+                    unsafe {
+                        tile(
+                            &weights,
+                            n_blocks,
+                            rows,
+                            &acts,
+                            tokens,
+                            out.as_mut_ptr(),
+                            out_rows,
+                        )
+                    }
+                },
+            );
+        }
     }
     let mut rng = StdRng::seed_from_u64(9);
     for n_blocks in [1, 3] {

@@ -780,377 +780,57 @@ pub mod avx512 {
     aux_tile!(aux_tile_q8_0, aux_q8_0, BlockQ8_0);
 }
 
-/// Rows-in-lanes tile kernels for Q4_0 and Q5_0 (AVX-512 VNNI + BITALG): eight weight
-/// rows share each vector, lane `r` holding row `r`, so one `vpdpbusd` against four
-/// broadcast activation quants advances eight rows' exact block sums, and the block's
-/// scale multiply and sum are one vector op each for all eight rows instead of one per
-/// row plus a horizontal sum at the end.
-///
-/// Each output is the scalar reference's own arithmetic: per block, the exact integer
-/// sum times the f32 product of the two scales, fused-added in block order. So these
-/// kernels are bitwise equal to `BlockFormat::dot_ref` on every machine.
-pub mod rows8 {
-    use std::ops::Range;
-
-    use super::*;
-    use crate::kernels::ActAux;
-
-    /// Weight rows per vector.
-    const ROWS: usize = 8;
-    /// How far ahead, in groups of [`ROWS`] weight rows, the kernels prefetch.
-    const PREFETCH_GROUPS_AHEAD: usize = 2;
-
-    /// Loads the 16 packed bytes at each of 8 row pointers and regroups them so that
-    /// vector `g` holds bytes `4g..4g+4` of every row, row `r` in i32 lane `r`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn packed_groups(qs: [*const u8; ROWS]) -> [__m256i; 4] {
-        let pair = |r: usize| {
-            _mm256_inserti128_si256::<1>(
-                _mm256_castsi128_si256(_mm_loadu_si128(qs[r] as *const __m128i)),
-                _mm_loadu_si128(qs[r + 4] as *const __m128i),
-            )
-        };
-        // Each 128-bit half holds rows (r, r + 4); two unpack rounds transpose the
-        // 4×4 dword matrix of each half.
-        let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
-        let lo01 = _mm256_unpacklo_epi32(r04, r15);
-        let hi01 = _mm256_unpackhi_epi32(r04, r15);
-        let lo23 = _mm256_unpacklo_epi32(r26, r37);
-        let hi23 = _mm256_unpackhi_epi32(r26, r37);
-        [
-            _mm256_unpacklo_epi64(lo01, lo23),
-            _mm256_unpackhi_epi64(lo01, lo23),
-            _mm256_unpacklo_epi64(hi01, hi23),
-            _mm256_unpackhi_epi64(hi01, hi23),
-        ]
-    }
-
-    /// The 32 values of 8 rows' blocks as 8 vectors of unsigned quants, vector `g`
-    /// holding values `4g..4g+4` of each row: low nibbles of the packed bytes are
-    /// values 0..16, high nibbles 16..32 (ggml's Q4/Q5 order).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn nibble_groups(qs: [*const u8; ROWS]) -> [__m256i; 8] {
-        let packed = packed_groups(qs);
-        let low = _mm256_set1_epi8(0x0F);
-        std::array::from_fn(|g| {
-            if g < 4 {
-                _mm256_and_si256(packed[g], low)
-            } else {
-                _mm256_and_si256(_mm256_srli_epi16::<4>(packed[g - 4]), low)
-            }
-        })
-    }
-
-    /// The 8 rows' f16 scales (the first two bytes of each block, in the low half of
-    /// `first_words`' lanes) as f32 lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn row_scales(first_words: __m256i) -> __m256 {
-        _mm256_cvtph_ps(_mm256_cvtepi32_epi16(first_words))
-    }
-
-    /// Q4_0: unsigned quants (q + 8) and scales of block `j` of 8 rows.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn prep_q4_0(rows: &[*const BlockQ4_0; ROWS], j: usize) -> ([__m256i; 8], __m256) {
-        let blocks = rows.map(|p| p.add(j));
-        let quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
-        let header = packed_groups(blocks.map(|b| b as *const u8));
-        (quants, row_scales(header[0]))
-    }
-
-    /// Q5_0: unsigned quants (q + 16) and scales of block `j` of 8 rows. Bit 4 of
-    /// value `4g + k` of row `r` is bit `4g + k` of that row's `qh`; one bit shuffle
-    /// per group picks those bits for all rows into a byte mask.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn prep_q5_0(rows: &[*const BlockQ5_0; ROWS], j: usize) -> ([__m256i; 8], __m256) {
-        let blocks = rows.map(|p| p.add(j));
-        let mut quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
-        // Bytes 0..8 of each row (d, qh, two quant bytes) transposed like the
-        // quants, then qh = bytes 2..6: lane r = row r's qh, each 64-bit lane
-        // holding rows (2i, 2i + 1).
-        let header = packed_groups(blocks.map(|b| b as *const u8));
-        let qh = _mm256_or_si256(
-            _mm256_srli_epi32::<16>(header[0]),
-            _mm256_slli_epi32::<16>(header[1]),
-        );
-        let bit_of_byte = _mm256_setr_epi8(
-            0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35, 0,
-            1, 2, 3, 32, 33, 34, 35,
-        );
-        let high = _mm256_set1_epi8(0x10);
-        for (g, q) in quants.iter_mut().enumerate() {
-            let select = _mm256_add_epi8(bit_of_byte, _mm256_set1_epi8(4 * g as i8));
-            let set = _mm256_bitshuffle_epi64_mask(qh, select);
-            *q = _mm256_mask_add_epi8(*q, set, *q, high);
-        }
-        (quants, row_scales(header[0]))
-    }
-
-    /// Prefetches block `j` of the 8-row group `PREFETCH_GROUPS_AHEAD` ahead. The
-    /// group's rows are contiguous, so block `j` of all of them is the `j`-th run of
-    /// `group_bytes` (8 blocks' bytes) of that group's span, fetched in step with
-    /// this group's block `j`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn prefetch_group_ahead(
-        group_start: *const i8,
-        blocks_per_row: usize,
-        group_bytes: usize,
-        j: usize,
-    ) {
-        let ahead = (PREFETCH_GROUPS_AHEAD * blocks_per_row + j) * group_bytes;
-        let next = group_start.wrapping_add(ahead);
-        for line in 0..group_bytes.div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
-        }
-    }
-
-    /// `N` activation rows starting at token `first` against 8 weight rows: one f32
-    /// lane per weight row.
-    macro_rules! rows8_tokens {
-        ($name:ident, $block:ty, $prep:ident) => {
-            #[inline]
-            #[target_feature(
-                enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
-            )]
-            unsafe fn $name<const N: usize>(
-                rows: &[*const $block; ROWS],
-                blocks_per_row: usize,
-                (a, aux): (&[BlockQ8_0], &[ActAux]),
-                first: usize,
-            ) -> [__m256; N] {
-                const { assert!(N <= 16) };
-                let mut sums = [_mm256_setzero_ps(); N];
-                // The hardware prefetchers do not follow 8 interleaved streams a few
-                // lines long each (Gemma-3's Q5_0 rows are 7 lines); decode stalled on
-                // every group's first loads until the groups ahead were fetched here.
-                let group_bytes = ROWS * std::mem::size_of::<$block>();
-                for j in 0..blocks_per_row {
-                    prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
-                    let (quants, d) = $prep(rows, j);
-                    // Unrolled by hand: LLVM kept a rolled token loop whose sums lived
-                    // on the stack, one store-to-load round trip per token and block.
-                    macro_rules! token {
-                        ($t:literal) => {
-                            if $t < N {
-                                let at = (first + $t) * blocks_per_row + j;
-                                let side = aux.get_unchecked(at);
-                                let qa = a.get_unchecked(at).qs.as_ptr() as *const i32;
-                                // The lanes start from -bias·Σa, which cancels the bias
-                                // of the unsigned weight quants.
-                                // With few tokens nothing hides the latency of one
-                                // chain of 8 `vpdpbusd` per block: split it in four.
-                                let chains = if N < 4 { 4 } else { 1 };
-                                let mut isum = [_mm256_setzero_si256(); 4];
-                                isum[0] = _mm256_set1_epi32(side.block_init);
-                                for (g, q) in quants.iter().enumerate() {
-                                    let four = _mm256_set1_epi32(qa.add(g).read_unaligned());
-                                    let c = g % chains;
-                                    isum[c] = _mm256_dpbusd_epi32(isum[c], *q, four);
-                                }
-                                let isum = if chains == 1 {
-                                    isum[0]
-                                } else {
-                                    _mm256_add_epi32(
-                                        _mm256_add_epi32(isum[0], isum[1]),
-                                        _mm256_add_epi32(isum[2], isum[3]),
-                                    )
-                                };
-                                let scale = _mm256_mul_ps(d, _mm256_set1_ps(side.d));
-                                sums[$t] =
-                                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, sums[$t]);
-                            }
-                        };
-                    }
-                    token!(0);
-                    token!(1);
-                    token!(2);
-                    token!(3);
-                    token!(4);
-                    token!(5);
-                    token!(6);
-                    token!(7);
-                    token!(8);
-                    token!(9);
-                    token!(10);
-                    token!(11);
-                    token!(12);
-                    token!(13);
-                    token!(14);
-                    token!(15);
-                }
-                sums
-            }
-        };
-    }
-
-    /// A tile kernel (see `AuxTileFn` and `TileFn`; `aux` for the former): weight rows
-    /// in groups of 8 (the last group re-reads its last row in the missing lanes and
-    /// stores only the real ones), activation rows in tiles of the given sizes, largest
-    /// first.
-    macro_rules! rows8_tile {
-        ($name:ident, $tokens:ident, $block:ty, $act:ty, [$($n:literal),*] $(, $aux:ident)?) => {
-            /// # Safety
-            /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL, VNNI and BITALG. `out` must
-            /// be valid for writes at `i * out_features + r` for every `i` in `tokens`
-            /// and `r` in `rows`, elements no other thread touches during the call;
-            /// `w` must hold every row of `rows`, the activations every token.
-            #[allow(clippy::too_many_arguments)]
-            #[target_feature(
-                enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
-            )]
-            pub unsafe fn $name(
-                w: &[$block],
-                blocks_per_row: usize,
-                rows: Range<usize>,
-                a: &[$act],
-                $($aux: &[ActAux],)?
-                tokens: Range<usize>,
-                out: *mut f32,
-                out_features: usize,
-            ) {
-                for first_row in rows.clone().step_by(ROWS) {
-                    let real = ROWS.min(rows.end - first_row);
-                    let row_of = |k: usize| first_row + k.min(real - 1);
-                    let row_ptrs: [*const $block; ROWS] =
-                        std::array::from_fn(|k| w.as_ptr().add(row_of(k) * blocks_per_row));
-                    let store = |token: usize, lanes: __m256| {
-                        let dst = out.add(token * out_features + first_row);
-                        _mm256_mask_storeu_ps(dst, ((1u32 << real) - 1) as u8, lanes);
-                    };
-                    // The token kernels take the activations (and aux) as one tuple.
-                    let acts = (a, $($aux)?);
-                    let mut i = tokens.start;
-                    $(
-                        while tokens.end - i >= $n {
-                            let sums = $tokens::<$n>(&row_ptrs, blocks_per_row, acts, i);
-                            for (t, lanes) in sums.into_iter().enumerate() {
-                                store(i + t, lanes);
-                            }
-                            i += $n;
-                        }
-                    )*
-                }
-            }
-        };
-    }
-
-    rows8_tokens!(tokens_q4_0, BlockQ4_0, prep_q4_0);
-    rows8_tokens!(tokens_q5_0, BlockQ5_0, prep_q5_0);
-    rows8_tile!(
-        rows8_tile_q4_0,
-        tokens_q4_0,
-        BlockQ4_0,
-        BlockQ8_0,
-        [16, 8, 4, 1],
-        aux
-    );
-    rows8_tile!(
-        rows8_tile_q5_0,
-        tokens_q5_0,
-        BlockQ5_0,
-        BlockQ8_0,
-        [16, 8, 4, 1],
-        aux
-    );
-
-    /// `N` (at most 8: with 16, twice the registers in flight measured 10% slower)
-    /// activation rows starting at token `first` against 8 Q4_K weight rows.
-    /// Per super-block and row lane, like `dot_ref`: the exact `Σ sc·(Σ q·a)` over the
-    /// 8 sub-blocks (`vpdpbusd` per 4 values, `vpmulld` per sub-block) and the exact
-    /// `Σ m·bsum` (`vpdpwssd` with each min in both halves of a lane, against pairs of
-    /// the activation's 16-value sums), then the reference's f32 expression.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-    unsafe fn tokens_q4_k<const N: usize>(
-        rows: &[*const BlockQ4K; ROWS],
-        blocks_per_row: usize,
-        (a,): (&[BlockQ8K],),
-        first: usize,
-    ) -> [__m256; N] {
-        const { assert!(N <= 8) };
-        let mut sums = [_mm256_setzero_ps(); N];
-        let group_bytes = ROWS * std::mem::size_of::<BlockQ4K>();
-        let low = _mm256_set1_epi8(0x0F);
-        for j in 0..blocks_per_row {
-            prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
-            let blocks = rows.map(|p| p.add(j));
-            // Bytes 0..16 of each row transposed: d and dmin, then the 12 bytes of
-            // packed 6-bit scales and mins, 4 per vector.
-            let [header, s0, s4, s8] = packed_groups(blocks.map(|b| b as *const u8));
-            let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(header));
-            let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(header)));
-            let six = _mm256_set1_epi8(63);
-            let top2 = _mm256_set1_epi8(0xC0u8 as i8);
-            // ggml's packing, byte-wise (each shift is masked first so no bit crosses
-            // into a neighbouring byte): scales and mins 0..4 are the low 6 bits of
-            // bytes 0..4 and 4..8; 4..8 join a nibble of bytes 8..12 with those bytes'
-            // top two bits.
-            let sc_lo = _mm256_and_si256(s0, six);
-            let m_lo = _mm256_and_si256(s4, six);
-            let sc_hi = _mm256_or_si256(
-                _mm256_and_si256(s8, low),
-                _mm256_srli_epi16::<2>(_mm256_and_si256(s0, top2)),
-            );
-            let m_hi = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(s8), low),
-                _mm256_srli_epi16::<2>(_mm256_and_si256(s4, top2)),
-            );
-            // Sub-block k's byte as an i32 lane.
-            let byte = |v: __m256i, k: usize| {
-                let shifted = match k % 4 {
-                    0 => v,
-                    1 => _mm256_srli_epi32::<8>(v),
-                    2 => _mm256_srli_epi32::<16>(v),
-                    _ => _mm256_srli_epi32::<24>(v),
-                };
-                _mm256_and_si256(shifted, _mm256_set1_epi32(0xFF))
-            };
-            let scales: [__m256i; 8] =
-                std::array::from_fn(|k| byte(if k < 4 { sc_lo } else { sc_hi }, k));
-            // Each min in both i16 halves of its lane, for `vpdpwssd`.
-            let mins: [__m256i; 8] = std::array::from_fn(|k| {
-                let m = byte(if k < 4 { m_lo } else { m_hi }, k);
-                _mm256_or_si256(m, _mm256_slli_epi32::<16>(m))
-            });
-            let mut scaled = [_mm256_setzero_si256(); N];
-            for c in 0..4 {
-                // Bytes 32c..32c+32 of each row: low nibbles are sub-block 2c,
-                // high nibbles sub-block 2c + 1.
-                let first_half = packed_groups(blocks.map(|b| (*b).qs.as_ptr().add(32 * c)));
-                let second_half = packed_groups(blocks.map(|b| (*b).qs.as_ptr().add(32 * c + 16)));
-                let packed: [__m256i; 8] = std::array::from_fn(|g| {
-                    if g < 4 {
-                        first_half[g]
-                    } else {
-                        second_half[g - 4]
-                    }
-                });
-                let lo_q = packed.map(|p| _mm256_and_si256(p, low));
-                let hi_q = packed.map(|p| _mm256_and_si256(_mm256_srli_epi16::<4>(p), low));
-                let (lo_sc, hi_sc) = (scales[2 * c], scales[2 * c + 1]);
+/// `N` activation rows starting at token `first` against 8 weight rows: one f32
+/// lane per weight row.
+macro_rules! rows8_tokens {
+    ($features:literal, $name:ident, $block:ty, $prep:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const N: usize>(
+            rows: &[*const $block; ROWS],
+            blocks_per_row: usize,
+            (a, aux): (&[BlockQ8_0], &[ActAux]),
+            first: usize,
+        ) -> [__m256; N] {
+            const { assert!(N <= 16) };
+            let mut sums = [_mm256_setzero_ps(); N];
+            // The hardware prefetchers do not follow 8 interleaved streams a few
+            // lines long each (Gemma-3's Q5_0 rows are 7 lines); decode stalled on
+            // every group's first loads until the groups ahead were fetched here.
+            let group_bytes = ROWS * std::mem::size_of::<$block>();
+            for j in 0..blocks_per_row {
+                prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
+                let (quants, d) = $prep(rows, j);
+                // Unrolled by hand: LLVM kept a rolled token loop whose sums lived
+                // on the stack, one store-to-load round trip per token and block.
                 macro_rules! token {
                     ($t:literal) => {
                         if $t < N {
                             let at = (first + $t) * blocks_per_row + j;
-                            let qa = a.get_unchecked(at).qs.as_ptr().add(64 * c) as *const i32;
-                            let mut lo = _mm256_setzero_si256();
-                            let mut hi = _mm256_setzero_si256();
-                            for g in 0..8 {
+                            let side = aux.get_unchecked(at);
+                            let qa = a.get_unchecked(at).qs.as_ptr() as *const i32;
+                            // The lanes start from -bias·Σa, which cancels the bias
+                            // of the unsigned weight quants.
+                            // With few tokens nothing hides the latency of one
+                            // chain of 8 `vpdpbusd` per block: split it in four.
+                            let chains = if N < 4 { 4 } else { 1 };
+                            let mut isum = [_mm256_setzero_si256(); 4];
+                            isum[0] = _mm256_set1_epi32(side.block_init);
+                            for (g, q) in quants.iter().enumerate() {
                                 let four = _mm256_set1_epi32(qa.add(g).read_unaligned());
-                                lo = _mm256_dpbusd_epi32(lo, lo_q[g], four);
-                                let four = _mm256_set1_epi32(qa.add(8 + g).read_unaligned());
-                                hi = _mm256_dpbusd_epi32(hi, hi_q[g], four);
+                                let c = g % chains;
+                                isum[c] = dpbusd_acc(isum[c], *q, four);
                             }
-                            let both = _mm256_add_epi32(
-                                _mm256_mullo_epi32(lo, lo_sc),
-                                _mm256_mullo_epi32(hi, hi_sc),
-                            );
-                            scaled[$t] = _mm256_add_epi32(scaled[$t], both);
+                            let isum = if chains == 1 {
+                                isum[0]
+                            } else {
+                                _mm256_add_epi32(
+                                    _mm256_add_epi32(isum[0], isum[1]),
+                                    _mm256_add_epi32(isum[2], isum[3]),
+                                )
+                            };
+                            let scale = _mm256_mul_ps(d, _mm256_set1_ps(side.d));
+                            sums[$t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, sums[$t]);
                         }
                     };
                 }
@@ -1162,25 +842,478 @@ pub mod rows8 {
                 token!(5);
                 token!(6);
                 token!(7);
+                token!(8);
+                token!(9);
+                token!(10);
+                token!(11);
+                token!(12);
+                token!(13);
+                token!(14);
+                token!(15);
             }
-            for (t, sum) in sums.iter_mut().enumerate() {
-                let act = a.get_unchecked((first + t) * blocks_per_row + j);
-                let pairs = act.bsums.as_ptr() as *const i32;
-                let mut offsets = _mm256_setzero_si256();
-                for (k, m) in mins.iter().enumerate() {
-                    let pair = _mm256_set1_epi32(pairs.add(k).read_unaligned());
-                    offsets = _mm256_dpwssd_epi32(offsets, *m, pair);
-                }
-                let da = _mm256_set1_ps(act.d);
-                let scaled_term =
-                    _mm256_mul_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(scaled[t]));
-                let offset_term =
-                    _mm256_mul_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(offsets));
-                *sum = _mm256_add_ps(*sum, _mm256_sub_ps(scaled_term, offset_term));
+            sums
+        }
+    };
+}
+
+/// A tile kernel (see `AuxTileFn` and `TileFn`; `aux` for the former): weight rows
+/// in groups of 8 (the last group re-reads its last row in the missing lanes and
+/// stores only the real ones), activation rows in tiles of the given sizes, largest
+/// first.
+macro_rules! rows8_tile {
+    ($features:literal, $name:ident, $tokens:ident, $block:ty, $act:ty, [$($n:literal),*] $(, $aux:ident)?) => {
+        /// # Safety
+        /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL, VNNI and BITALG. `out` must
+        /// be valid for writes at `i * out_features + r` for every `i` in `tokens`
+        /// and `r` in `rows`, elements no other thread touches during the call;
+        /// `w` must hold every row of `rows`, the activations every token.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(
+            w: &[$block],
+            blocks_per_row: usize,
+            rows: Range<usize>,
+            a: &[$act],
+            $($aux: &[ActAux],)?
+            tokens: Range<usize>,
+            out: *mut f32,
+            out_features: usize,
+        ) {
+            for first_row in rows.clone().step_by(ROWS) {
+                let real = ROWS.min(rows.end - first_row);
+                let row_of = |k: usize| first_row + k.min(real - 1);
+                let row_ptrs: [*const $block; ROWS] =
+                    std::array::from_fn(|k| w.as_ptr().add(row_of(k) * blocks_per_row));
+                let store = |token: usize, lanes: __m256| {
+                    let dst = out.add(token * out_features + first_row);
+                    store_lanes(dst, real, lanes);
+                };
+                // The token kernels take the activations (and aux) as one tuple.
+                let acts = (a, $($aux)?);
+                let mut i = tokens.start;
+                $(
+                    while tokens.end - i >= $n {
+                        let sums = $tokens::<$n>(&row_ptrs, blocks_per_row, acts, i);
+                        for (t, lanes) in sums.into_iter().enumerate() {
+                            store(i + t, lanes);
+                        }
+                        i += $n;
+                    }
+                )*
             }
         }
-        sums
+    };
+}
+
+/// Rows-in-lanes tile kernels for Q4_0 and Q5_0 (Q4_K: [`rows8_q4_k_kernel`]): eight
+/// weight rows share each vector, lane `r` holding row `r`, so one `vpdpbusd` against
+/// four broadcast activation quants advances eight rows' exact block sums, and the
+/// block's scale multiply and sum are one vector op each for all eight rows instead of
+/// one per row plus a horizontal sum at the end. Compiled per instruction set in
+/// [`rows8`] on that set's `dpbusd_acc`, `add_high_bits`, `low_words` and
+/// `store_lanes`.
+///
+/// Each output is the scalar reference's own arithmetic: per block, the exact integer
+/// sum times the f32 product of the two scales, fused-added in block order. So these
+/// kernels are bitwise equal to `BlockFormat::dot_ref` on every machine.
+macro_rules! rows8_kernels {
+    ($features:literal, $sym_tiles:tt) => {
+        /// Weight rows per vector.
+        const ROWS: usize = 8;
+        /// How far ahead, in groups of [`ROWS`] weight rows, the kernels prefetch.
+        const PREFETCH_GROUPS_AHEAD: usize = 2;
+
+        /// Loads the 16 packed bytes at each of 8 row pointers and regroups them so that
+        /// vector `g` holds bytes `4g..4g+4` of every row, row `r` in i32 lane `r`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn packed_groups(qs: [*const u8; ROWS]) -> [__m256i; 4] {
+            let pair = |r: usize| {
+                _mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(_mm_loadu_si128(qs[r] as *const __m128i)),
+                    _mm_loadu_si128(qs[r + 4] as *const __m128i),
+                )
+            };
+            // Each 128-bit half holds rows (r, r + 4); two unpack rounds transpose the
+            // 4×4 dword matrix of each half.
+            let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
+            let lo01 = _mm256_unpacklo_epi32(r04, r15);
+            let hi01 = _mm256_unpackhi_epi32(r04, r15);
+            let lo23 = _mm256_unpacklo_epi32(r26, r37);
+            let hi23 = _mm256_unpackhi_epi32(r26, r37);
+            [
+                _mm256_unpacklo_epi64(lo01, lo23),
+                _mm256_unpackhi_epi64(lo01, lo23),
+                _mm256_unpacklo_epi64(hi01, hi23),
+                _mm256_unpackhi_epi64(hi01, hi23),
+            ]
+        }
+
+        /// The 32 values of 8 rows' blocks as 8 vectors of unsigned quants, vector `g`
+        /// holding values `4g..4g+4` of each row: low nibbles of the packed bytes are
+        /// values 0..16, high nibbles 16..32 (ggml's Q4/Q5 order).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn nibble_groups(qs: [*const u8; ROWS]) -> [__m256i; 8] {
+            let packed = packed_groups(qs);
+            let low = _mm256_set1_epi8(0x0F);
+            std::array::from_fn(|g| {
+                if g < 4 {
+                    _mm256_and_si256(packed[g], low)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(packed[g - 4]), low)
+                }
+            })
+        }
+
+        /// The 8 rows' f16 scales (the first two bytes of each block, in the low half of
+        /// `first_words`' lanes) as f32 lanes.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn row_scales(first_words: __m256i) -> __m256 {
+            _mm256_cvtph_ps(low_words(first_words))
+        }
+
+        /// Q4_0: unsigned quants (q + 8) and scales of block `j` of 8 rows.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q4_0(rows: &[*const BlockQ4_0; ROWS], j: usize) -> ([__m256i; 8], __m256) {
+            let blocks = rows.map(|p| p.add(j));
+            let quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
+            let header = packed_groups(blocks.map(|b| b as *const u8));
+            (quants, row_scales(header[0]))
+        }
+
+        /// Q5_0: unsigned quants (q + 16) and scales of block `j` of 8 rows. Bit 4 of
+        /// value `4g + k` of row `r` is bit `4g + k` of that row's `qh`; one bit shuffle
+        /// per group picks those bits for all rows into a byte mask.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q5_0(rows: &[*const BlockQ5_0; ROWS], j: usize) -> ([__m256i; 8], __m256) {
+            let blocks = rows.map(|p| p.add(j));
+            let mut quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
+            // Bytes 0..8 of each row (d, qh, two quant bytes) transposed like the
+            // quants, then qh = bytes 2..6: lane r = row r's qh, each 64-bit lane
+            // holding rows (2i, 2i + 1).
+            let header = packed_groups(blocks.map(|b| b as *const u8));
+            let qh = _mm256_or_si256(
+                _mm256_srli_epi32::<16>(header[0]),
+                _mm256_slli_epi32::<16>(header[1]),
+            );
+            for (g, q) in quants.iter_mut().enumerate() {
+                *q = add_high_bits(*q, qh, g);
+            }
+            (quants, row_scales(header[0]))
+        }
+
+        /// Prefetches block `j` of the 8-row group `PREFETCH_GROUPS_AHEAD` ahead. The
+        /// group's rows are contiguous, so block `j` of all of them is the `j`-th run of
+        /// `group_bytes` (8 blocks' bytes) of that group's span, fetched in step with
+        /// this group's block `j`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prefetch_group_ahead(
+            group_start: *const i8,
+            blocks_per_row: usize,
+            group_bytes: usize,
+            j: usize,
+        ) {
+            let ahead = (PREFETCH_GROUPS_AHEAD * blocks_per_row + j) * group_bytes;
+            let next = group_start.wrapping_add(ahead);
+            for line in 0..group_bytes.div_ceil(64) {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
+            }
+        }
+
+        rows8_tokens!($features, tokens_q4_0, BlockQ4_0, prep_q4_0);
+        rows8_tokens!($features, tokens_q5_0, BlockQ5_0, prep_q5_0);
+        rows8_tile!(
+            $features,
+            rows8_tile_q4_0,
+            tokens_q4_0,
+            BlockQ4_0,
+            BlockQ8_0,
+            $sym_tiles,
+            aux
+        );
+        rows8_tile!(
+            $features,
+            rows8_tile_q5_0,
+            tokens_q5_0,
+            BlockQ5_0,
+            BlockQ8_0,
+            $sym_tiles,
+            aux
+        );
+    };
+}
+
+/// The Q4_K rows-in-lanes kernel (AVX-512 only: with AVX2's 16 registers and
+/// `maddubs` + `madd` it ran 20% slower than the plain kernel on one row).
+macro_rules! rows8_q4_k_kernel {
+    ($features:literal, $k_tiles:tt) => {
+        /// `N` (at most 8: with 16, twice the registers in flight measured 10% slower)
+        /// activation rows starting at token `first` against 8 Q4_K weight rows.
+        /// Per super-block and row lane, like `dot_ref`: the exact `Σ sc·(Σ q·a)` over the
+        /// 8 sub-blocks (`vpdpbusd` per 4 values, `vpmulld` per sub-block) and the exact
+        /// `Σ m·bsum` (`vpdpwssd` with each min in both halves of a lane, against pairs of
+        /// the activation's 16-value sums), then the reference's f32 expression.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn tokens_q4_k<const N: usize>(
+            rows: &[*const BlockQ4K; ROWS],
+            blocks_per_row: usize,
+            (a,): (&[BlockQ8K],),
+            first: usize,
+        ) -> [__m256; N] {
+            const { assert!(N <= 8) };
+            let mut sums = [_mm256_setzero_ps(); N];
+            let group_bytes = ROWS * std::mem::size_of::<BlockQ4K>();
+            let low = _mm256_set1_epi8(0x0F);
+            for j in 0..blocks_per_row {
+                prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
+                let blocks = rows.map(|p| p.add(j));
+                // Bytes 0..16 of each row transposed: d and dmin, then the 12 bytes of
+                // packed 6-bit scales and mins, 4 per vector.
+                let [header, s0, s4, s8] = packed_groups(blocks.map(|b| b as *const u8));
+                let d = _mm256_cvtph_ps(low_words(header));
+                let dmin = _mm256_cvtph_ps(low_words(_mm256_srli_epi32::<16>(header)));
+                let six = _mm256_set1_epi8(63);
+                let top2 = _mm256_set1_epi8(0xC0u8 as i8);
+                // ggml's packing, byte-wise (each shift is masked first so no bit crosses
+                // into a neighbouring byte): scales and mins 0..4 are the low 6 bits of
+                // bytes 0..4 and 4..8; 4..8 join a nibble of bytes 8..12 with those bytes'
+                // top two bits.
+                let sc_lo = _mm256_and_si256(s0, six);
+                let m_lo = _mm256_and_si256(s4, six);
+                let sc_hi = _mm256_or_si256(
+                    _mm256_and_si256(s8, low),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(s0, top2)),
+                );
+                let m_hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(s8), low),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(s4, top2)),
+                );
+                // Sub-block k's byte as an i32 lane.
+                let byte = |v: __m256i, k: usize| {
+                    let shifted = match k % 4 {
+                        0 => v,
+                        1 => _mm256_srli_epi32::<8>(v),
+                        2 => _mm256_srli_epi32::<16>(v),
+                        _ => _mm256_srli_epi32::<24>(v),
+                    };
+                    _mm256_and_si256(shifted, _mm256_set1_epi32(0xFF))
+                };
+                let scales: [__m256i; 8] =
+                    std::array::from_fn(|k| byte(if k < 4 { sc_lo } else { sc_hi }, k));
+                // Each min in both i16 halves of its lane, for `vpdpwssd`.
+                let mins: [__m256i; 8] = std::array::from_fn(|k| {
+                    let m = byte(if k < 4 { m_lo } else { m_hi }, k);
+                    _mm256_or_si256(m, _mm256_slli_epi32::<16>(m))
+                });
+                let mut scaled = [_mm256_setzero_si256(); N];
+                for c in 0..4 {
+                    // Bytes 32c..32c+32 of each row: low nibbles are sub-block 2c,
+                    // high nibbles sub-block 2c + 1.
+                    let first_half = packed_groups(blocks.map(|b| (*b).qs.as_ptr().add(32 * c)));
+                    let second_half =
+                        packed_groups(blocks.map(|b| (*b).qs.as_ptr().add(32 * c + 16)));
+                    let packed: [__m256i; 8] = std::array::from_fn(|g| {
+                        if g < 4 {
+                            first_half[g]
+                        } else {
+                            second_half[g - 4]
+                        }
+                    });
+                    let lo_q = packed.map(|p| _mm256_and_si256(p, low));
+                    let hi_q = packed.map(|p| _mm256_and_si256(_mm256_srli_epi16::<4>(p), low));
+                    let (lo_sc, hi_sc) = (scales[2 * c], scales[2 * c + 1]);
+                    macro_rules! token {
+                        ($t:literal) => {
+                            if $t < N {
+                                let at = (first + $t) * blocks_per_row + j;
+                                let qa = a.get_unchecked(at).qs.as_ptr().add(64 * c) as *const i32;
+                                let mut lo = _mm256_setzero_si256();
+                                let mut hi = _mm256_setzero_si256();
+                                for g in 0..8 {
+                                    let four = _mm256_set1_epi32(qa.add(g).read_unaligned());
+                                    lo = dpbusd_acc(lo, lo_q[g], four);
+                                    let four = _mm256_set1_epi32(qa.add(8 + g).read_unaligned());
+                                    hi = dpbusd_acc(hi, hi_q[g], four);
+                                }
+                                let both = _mm256_add_epi32(
+                                    _mm256_mullo_epi32(lo, lo_sc),
+                                    _mm256_mullo_epi32(hi, hi_sc),
+                                );
+                                scaled[$t] = _mm256_add_epi32(scaled[$t], both);
+                            }
+                        };
+                    }
+                    token!(0);
+                    token!(1);
+                    token!(2);
+                    token!(3);
+                    token!(4);
+                    token!(5);
+                    token!(6);
+                    token!(7);
+                }
+                for (t, sum) in sums.iter_mut().enumerate() {
+                    let act = a.get_unchecked((first + t) * blocks_per_row + j);
+                    let pairs = act.bsums.as_ptr() as *const i32;
+                    let mut offsets = _mm256_setzero_si256();
+                    for (k, m) in mins.iter().enumerate() {
+                        let pair = _mm256_set1_epi32(pairs.add(k).read_unaligned());
+                        offsets = dpwssd_acc(offsets, *m, pair);
+                    }
+                    let da = _mm256_set1_ps(act.d);
+                    let scaled_term =
+                        _mm256_mul_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(scaled[t]));
+                    let offset_term =
+                        _mm256_mul_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(offsets));
+                    *sum = _mm256_add_ps(*sum, _mm256_sub_ps(scaled_term, offset_term));
+                }
+            }
+            sums
+        }
+
+        rows8_tile!(
+            $features,
+            rows8_tile_q4_k,
+            tokens_q4_k,
+            BlockQ4K,
+            BlockQ8K,
+            $k_tiles
+        );
+    };
+}
+
+/// The rows-in-lanes kernels per instruction set; both give `dot_ref`'s bits.
+pub mod rows8 {
+    /// AVX2 + FMA + F16C, Q4_0 and Q5_0: `maddubs` + `madd` for `vpdpbusd` (exact:
+    /// the unsigned quants are at most 31, so no pair of products saturates i16),
+    /// compare-and-mask for the Q5 high bits. 16 registers: tiles of at most 8
+    /// activation rows.
+    pub mod avx2 {
+        use std::ops::Range;
+
+        use super::super::*;
+        use crate::kernels::ActAux;
+
+        /// `acc` plus, per i32 lane, the 4 products of unsigned `u` and signed `s`
+        /// bytes; exact while no two adjacent products sum past i16.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn dpbusd_acc(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+            let pairs = _mm256_maddubs_epi16(u, s);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+
+        /// The low 16 bits of each i32 lane, in lane order.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn low_words(v: __m256i) -> __m128i {
+            let words = _mm256_setr_epi8(
+                0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13,
+                -1, -1, -1, -1, -1, -1, -1, -1,
+            );
+            let packed = _mm256_shuffle_epi8(v, words);
+            _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(packed))
+        }
+
+        /// `q` plus 0x10 in byte `4r + k` where bit `4g + k` of lane `r` of `qh` is set.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn add_high_bits(q: __m256i, qh: __m256i, g: usize) -> __m256i {
+            let shifted = _mm256_srlv_epi32(qh, _mm256_set1_epi32(4 * g as i32));
+            let low_byte = _mm256_setr_epi8(
+                0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8,
+                8, 8, 12, 12, 12, 12,
+            );
+            let spread = _mm256_shuffle_epi8(shifted, low_byte);
+            let bit = _mm256_set1_epi32(0x0804_0201);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+            _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
+        }
+
+        /// Stores the first `real` lanes of `v`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn store_lanes(dst: *mut f32, real: usize, v: __m256) {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(real as i32), lane);
+            _mm256_maskstore_ps(dst, keep, v);
+        }
+
+        rows8_kernels!("avx2,fma,f16c", [8, 4, 1]);
     }
 
-    rows8_tile!(rows8_tile_q4_k, tokens_q4_k, BlockQ4K, BlockQ8K, [8, 4, 1]);
+    /// AVX-512 F/BW/VL, VNNI and BITALG: one `vpdpbusd` per 4 values, one
+    /// `vpshufbitqmb` per group of Q5 high bits, 32 registers: tiles of 16
+    /// activation rows (8 for Q4_K, whose 16 held twice the registers and ran 10%
+    /// slower).
+    pub mod avx512 {
+        use std::ops::Range;
+
+        use super::super::*;
+        use crate::kernels::ActAux;
+
+        #[inline]
+        #[target_feature(
+            enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+        )]
+        unsafe fn dpbusd_acc(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+            _mm256_dpbusd_epi32(acc, u, s)
+        }
+
+        #[inline]
+        #[target_feature(
+            enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+        )]
+        unsafe fn dpwssd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+            _mm256_dpwssd_epi32(acc, a, b)
+        }
+
+        #[inline]
+        #[target_feature(
+            enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+        )]
+        unsafe fn low_words(v: __m256i) -> __m128i {
+            _mm256_cvtepi32_epi16(v)
+        }
+
+        /// `q` plus 0x10 in byte `4r + k` where bit `4g + k` of lane `r` of `qh` is
+        /// set: one bit shuffle picks those bits of every row (each 64-bit lane of
+        /// `qh` holds rows `2i` and `2i + 1`) into a byte mask.
+        #[inline]
+        #[target_feature(
+            enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+        )]
+        unsafe fn add_high_bits(q: __m256i, qh: __m256i, g: usize) -> __m256i {
+            let bit_of_byte = _mm256_setr_epi8(
+                0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35, 0, 1, 2, 3, 32, 33, 34, 35,
+                0, 1, 2, 3, 32, 33, 34, 35,
+            );
+            let select = _mm256_add_epi8(bit_of_byte, _mm256_set1_epi8(4 * g as i8));
+            let set = _mm256_bitshuffle_epi64_mask(qh, select);
+            _mm256_mask_add_epi8(q, set, q, _mm256_set1_epi8(0x10))
+        }
+
+        #[inline]
+        #[target_feature(
+            enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+        )]
+        unsafe fn store_lanes(dst: *mut f32, real: usize, v: __m256) {
+            _mm256_mask_storeu_ps(dst, ((1u32 << real) - 1) as u8, v);
+        }
+
+        rows8_kernels!(
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg",
+            [16, 8, 4, 1]
+        );
+        rows8_q4_k_kernel!(
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg",
+            [8, 4, 1]
+        );
+    }
 }
