@@ -236,7 +236,7 @@ impl QLinear {
             ty,
             out_features,
             in_features,
-            isa: Isa::best(),
+            isa: Isa::selected(),
             weights,
         })
     }

@@ -220,6 +220,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "engine": "hanzo-candle",
             "model": path.display().to_string(),
             "threads": threads,
+            "kernels": format!("{:?}", candle_quant::kernels::Isa::selected()),
             "repeats": args.repeats,
             "prompt_lengths": args.prompt_lengths,
             "decode_tokens": args.decode_tokens,
@@ -244,7 +245,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mib = |bytes: f64| bytes / (1u64 << 20) as f64;
     println!("model      {}", path.display());
     println!(
-        "setup      {threads} threads, {} repetitions: median [min - max]",
+        "setup      {threads} threads, {:?} kernels (HANZO_ISA), {} repetitions: \
+         median [min - max]",
+        candle_quant::kernels::Isa::selected(),
         args.repeats
     );
     println!("load       {} s", load.show(3));

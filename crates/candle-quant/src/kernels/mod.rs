@@ -65,6 +65,29 @@ impl Isa {
             .find(|isa| isa.is_available())
             .unwrap_or(Isa::Scalar)
     }
+
+    /// What new layers compute with: the set `HANZO_ISA` names (`scalar`, `avx2`,
+    /// `avx512`, `simd128`) when it is available here, else [`Isa::best`]. Lets an
+    /// AVX-512 machine reproduce an AVX2 one's speed and bits, or any machine the
+    /// portable ones.
+    pub fn selected() -> Isa {
+        std::env::var("HANZO_ISA")
+            .ok()
+            .and_then(|name| Isa::named(name.trim()))
+            .filter(|isa| isa.is_available())
+            .unwrap_or_else(Isa::best)
+    }
+
+    /// The set `HANZO_ISA` calls `name`.
+    pub fn named(name: &str) -> Option<Isa> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "scalar" => Isa::Scalar,
+            "avx2" => Isa::Avx2,
+            "avx512" | "avx512vnni" => Isa::Avx512Vnni,
+            "simd128" => Isa::Simd128,
+            _ => return None,
+        })
+    }
 }
 
 /// A dot product of a row of weight blocks with the matching activation blocks.

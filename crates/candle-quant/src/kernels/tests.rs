@@ -505,3 +505,12 @@ fn k_quant_tile_kernels_equal_the_reference_bitwise() {
         check::<BlockQ4K>(w, n_blocks, acts);
     }
 }
+
+#[test]
+fn instruction_sets_are_named_as_hanzo_isa_spells_them() {
+    assert_eq!(Isa::named("avx2"), Some(Isa::Avx2));
+    assert_eq!(Isa::named("AVX512"), Some(Isa::Avx512Vnni));
+    assert_eq!(Isa::named("scalar"), Some(Isa::Scalar));
+    assert_eq!(Isa::named("simd128"), Some(Isa::Simd128));
+    assert_eq!(Isa::named("neon"), None);
+}
