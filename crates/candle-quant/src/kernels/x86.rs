@@ -780,6 +780,14 @@ pub mod avx512 {
     aux_tile!(aux_tile_q8_0, aux_q8_0, BlockQ8_0);
 }
 
+/// `$m!(t)` for each literal `t`: the token loops unrolled by hand (LLVM kept a rolled
+/// loop whose sums lived on the stack, one store-to-load round trip per token and block).
+macro_rules! unroll {
+    ($m:ident: $($t:literal)*) => {
+        $($m!($t);)*
+    };
+}
+
 /// `N` activation rows starting at token `first` against 8 weight rows: one f32
 /// lane per weight row.
 macro_rules! rows8_tokens {
@@ -801,8 +809,6 @@ macro_rules! rows8_tokens {
             for j in 0..blocks_per_row {
                 prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
                 let (quants, d) = $prep(rows, j);
-                // Unrolled by hand: LLVM kept a rolled token loop whose sums lived
-                // on the stack, one store-to-load round trip per token and block.
                 macro_rules! token {
                     ($t:literal) => {
                         if $t < N {
@@ -834,22 +840,7 @@ macro_rules! rows8_tokens {
                         }
                     };
                 }
-                token!(0);
-                token!(1);
-                token!(2);
-                token!(3);
-                token!(4);
-                token!(5);
-                token!(6);
-                token!(7);
-                token!(8);
-                token!(9);
-                token!(10);
-                token!(11);
-                token!(12);
-                token!(13);
-                token!(14);
-                token!(15);
+                unroll!(token: 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             }
             sums
         }
@@ -1149,14 +1140,7 @@ macro_rules! rows8_q4_k_kernel {
                             }
                         };
                     }
-                    token!(0);
-                    token!(1);
-                    token!(2);
-                    token!(3);
-                    token!(4);
-                    token!(5);
-                    token!(6);
-                    token!(7);
+                    unroll!(token: 0 1 2 3 4 5 6 7);
                 }
                 for (t, sum) in sums.iter_mut().enumerate() {
                     let act = a.get_unchecked((first + t) * blocks_per_row + j);
