@@ -106,8 +106,10 @@ impl<'a> WeightBlocks<'a> {
     ///
     /// Single-row Q8_0 keeps the plain kernel: it streams from memory (the tied
     /// 262144×640 output layer of Gemma-3) and the aux kernel, with less arithmetic
-    /// but a third input stream, measured 7% slower there; Q4_0/Q5_0 rows do enough
-    /// unpacking per byte that the aux kernel is a third faster even for one row.
+    /// but a third input stream, measured 7% slower there (its aux kernel gives the
+    /// plain kernel's bits, so batches still agree with single rows). Q4_0/Q5_0 use
+    /// their rows-in-lanes kernels for every row count: those give `dot_ref`'s bits,
+    /// which no plain kernel does.
     fn aux_bias(&self, isa: Isa, m: usize) -> Option<i32> {
         fn of<B: Kernel>(_: &[B], isa: Isa) -> Option<i32> {
             B::aux_tile(isa).and(B::AUX_BIAS)

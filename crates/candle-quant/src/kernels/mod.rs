@@ -24,8 +24,8 @@ pub enum Isa {
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX-512 F/BW/VL, VNNI and BITALG on top of [`Isa::Avx2`] (Ice Lake,
-    /// Zen 4 and later): the dot products are bitwise equal to AVX2's; the Q4_0 and
-    /// Q5_0 matmuls are bitwise equal to the scalar reference.
+    /// Zen 4 and later): bitwise equal to AVX2 except the Q4_K matmul, which gives
+    /// the scalar reference's bits (as Q4_0 and Q5_0 do on both).
     Avx512Vnni,
     /// wasm32 SIMD (compile-time `+simd128`).
     Simd128,
@@ -134,8 +134,8 @@ impl ActAux {
 
 /// `out[i * out_features + r] = w_r · a_i` for weight rows `rows` and activation rows
 /// `tokens` (`ActAux` alongside the activations), every value bitwise equal to the
-/// format's `dot_fn` (Q8_0) or to its scalar `dot_ref` (Q4_0, Q5_0). Arguments: weights, blocks per row, rows, activations, aux,
-/// tokens, out, out_features.
+/// format's `dot_fn` (Q8_0) or to its scalar `dot_ref` (Q4_0, Q5_0). Arguments:
+/// weights, blocks per row, rows, activations, aux, tokens, out, out_features.
 ///
 /// # Safety
 /// `out` must be valid for writes at every such index, elements no other thread
