@@ -8,6 +8,12 @@
 #
 #   bench/llm/run.sh [ROUNDS] [THREADS]        # defaults: 3 rounds, all cores
 #
+# BENCH_ISA=avx2 runs all three engines as on an AVX2-only CPU (the reference
+# machine kind of shared/PERF-NOTES.md) on a machine that also has AVX-512:
+# ours with HANZO_ISA=avx2, upstream built for x86-64-v3, llama.cpp from a
+# PYTHON whose llama-cpp-python was built with AVX2 and without AVX-512 (the
+# script builds it so when missing). Default: native (each at its best).
+#
 # Environment: HANZO_CANDLE_MODELS (default ~/.cache/hanzo-candle/models),
 # PYTHON (default /root/venvs/ref/bin/python), BENCH_PROMPTS (128,512),
 # BENCH_DECODE (128), BANDWIDTH (GB/s; default: measured by our binary),
@@ -22,6 +28,19 @@ THREADS=${2:-$(nproc)}
 PROMPTS=${BENCH_PROMPTS:-128,512}
 DECODE=${BENCH_DECODE:-128}
 PY=${PYTHON:-/root/venvs/ref/bin/python}
+ISA=${BENCH_ISA:-native}
+case $ISA in
+native)
+    RUST_CPU=native
+    LLAMA_CMAKE="-DGGML_NATIVE=ON" ;;
+avx2)
+    RUST_CPU=x86-64-v3
+    LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF"
+    export HANZO_ISA=avx2 ;;
+*)
+    echo "bench/llm/run.sh: BENCH_ISA must be native or avx2, not '$ISA'" >&2
+    exit 2 ;;
+esac
 MODELS=${HANZO_CANDLE_MODELS:-$HOME/.cache/hanzo-candle/models}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 OUT=${BENCH_OUT:-$(mktemp -d)}
@@ -37,20 +56,23 @@ set -e
     HANZO_CANDLE_MODELS="$MODELS" PYTHON="$PY" scripts/fetch-models.sh >&2
 if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
     log "installing llama-cpp-python (builds llama.cpp from source)"
-    CMAKE_ARGS="-DGGML_NATIVE=ON" "$PY" -m pip install llama-cpp-python >&2
+    CMAKE_ARGS="$LLAMA_CMAKE" "$PY" -m pip install llama-cpp-python >&2
 fi
 "$PY" -c "import gguf" 2>/dev/null || "$PY" -m pip install gguf >&2
 log "building hanzo-candle (release)"
 cargo build --release -q -p hanzo-candle >&2
-log "building upstream candle's models (release, -C target-cpu=native)"
-# Without target-cpu=native upstream's element-wise ops are not vectorised
-# (3-4x slower); its own target directory keeps these flags apart.
+log "building upstream candle's models (release, -C target-cpu=$RUST_CPU)"
+# Without target-cpu=native (or x86-64-v3) upstream's element-wise ops are not
+# vectorised (3-4x slower); its own target directory keeps these flags apart.
+UPSTREAM_TARGET=$CARGO_TARGET_DIR/bench-upstream
+[[ $ISA == native ]] || UPSTREAM_TARGET=$UPSTREAM_TARGET-$ISA
 (cd bench/llm/upstream &&
-    RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/bench-upstream" \
+    RUSTFLAGS="-C target-cpu=$RUST_CPU" CARGO_TARGET_DIR="$UPSTREAM_TARGET" \
         cargo build --release -q >&2)
 set +e
 OURS=$CARGO_TARGET_DIR/release/hanzo-candle
-UPSTREAM=$CARGO_TARGET_DIR/bench-upstream/release/upstream-candle-bench
+UPSTREAM=$UPSTREAM_TARGET/release/upstream-candle-bench
+log "instruction sets: $ISA"
 
 MODEL_FILES=(SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf)
 if [[ -z "${BANDWIDTH:-}" ]]; then
