@@ -56,7 +56,14 @@ set -e
     HANZO_CANDLE_MODELS="$MODELS" PYTHON="$PY" scripts/fetch-models.sh >&2
 if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
     log "installing llama-cpp-python (builds llama.cpp from source)"
-    CMAKE_ARGS="$LLAMA_CMAKE" "$PY" -m pip install llama-cpp-python >&2
+    CMAKE_ARGS="$LLAMA_CMAKE" "$PY" -m pip install --no-cache-dir --no-binary llama-cpp-python \
+        llama-cpp-python >&2
+fi
+if [[ $ISA == avx2 ]] && "$PY" -c "import llama_cpp, sys; sys.exit('AVX512 = 1' not in llama_cpp.llama_print_system_info().decode())"; then
+    echo "bench/llm/run.sh: $PY's llama.cpp was built with AVX-512; BENCH_ISA=avx2 needs a build" \
+        "without it (CMAKE_ARGS=\"$LLAMA_CMAKE\" pip install --no-cache-dir --no-binary" \
+        "llama-cpp-python llama-cpp-python)" >&2
+    exit 2
 fi
 "$PY" -c "import gguf" 2>/dev/null || "$PY" -m pip install gguf >&2
 log "building hanzo-candle (release)"
