@@ -679,105 +679,102 @@ pub mod avx512 {
         _mm256_xor_si256(load_i8x32(&w.qs), _mm256_set1_epi8(-128))
     }
 
-    /// One weight block against `N` activation rows, into accumulators `acc`.
-    macro_rules! aux_block {
-        ($unsigned:ident, $w:expr, $a:expr, $aux:expr, $b:expr, $acc:ident, $n:expr) => {{
-            let (w, b) = ($w, $b);
-            let u = $unsigned(w.get_unchecked(b));
-            let d = splat_f16(w.get_unchecked(b).d);
-            for r in 0..$n {
-                let side = $aux[r].get_unchecked(b);
-                let init = _mm256_loadu_si256(side.lane_init.as_ptr() as *const __m256i);
-                let isum = _mm256_dpbusd_epi32(init, u, load_i8x32(&$a[r].get_unchecked(b).qs));
-                let scale = _mm256_mul_ps(d, _mm256_set1_ps(side.d));
-                $acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), $acc[r]);
-            }
-        }};
+    /// Q8_0 weight block `b` against `N` activation rows, into accumulators `acc`.
+    ///
+    /// # Safety
+    /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI; `b` must be in bounds of
+    /// `w` and of every row of `a` and `aux`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn aux_block_q8_0<const N: usize>(
+        w: &[BlockQ8_0],
+        a: &[&[BlockQ8_0]; N],
+        aux: &[&[ActAux]; N],
+        b: usize,
+        acc: &mut [__m256; N],
+    ) {
+        let u = unsigned_q8_0(w.get_unchecked(b));
+        let d = splat_f16(w.get_unchecked(b).d);
+        for r in 0..N {
+            let side = aux[r].get_unchecked(b);
+            let init = _mm256_loadu_si256(side.lane_init.as_ptr() as *const __m256i);
+            let isum = _mm256_dpbusd_epi32(init, u, load_i8x32(&a[r].get_unchecked(b).qs));
+            let scale = _mm256_mul_ps(d, _mm256_set1_ps(side.d));
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[r]);
+        }
     }
 
-    /// The symmetric formats against `N` activation rows with their [`ActAux`]: each
-    /// lane starts from `-bias · Σa` and `vpdpbusd` adds Σ (q + bias)·a, leaving the
-    /// integers of [`unrolled_dot`]'s lanes; the scale is the same f32 product and
-    /// even and odd blocks go to separate accumulators as there, so results are
-    /// bitwise equal.
-    macro_rules! aux_rows {
-        ($name:ident, $block:ty, $unsigned:ident) => {
-            /// # Safety
-            /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-            #[inline]
-            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            unsafe fn $name<const N: usize>(
-                w: &[$block],
-                a: [&[BlockQ8_0]; N],
-                aux: [&[ActAux]; N],
-            ) -> [f32; N] {
-                let n = (0..N).fold(w.len(), |n, r| n.min(a[r].len()).min(aux[r].len()));
-                let mut even = [_mm256_setzero_ps(); N];
-                let mut odd = [_mm256_setzero_ps(); N];
-                // SAFETY (the unchecked indexing in `aux_block`): every block index
-                // is below `n`, the shortest slice's length.
-                for p in 0..n / 2 {
-                    aux_block!($unsigned, w, a, aux, 2 * p, even, N);
-                    aux_block!($unsigned, w, a, aux, 2 * p + 1, odd, N);
-                }
-                if n % 2 == 1 {
-                    aux_block!($unsigned, w, a, aux, n - 1, even, N);
-                }
-                std::array::from_fn(|r| hsum_ps(_mm256_add_ps(even[r], odd[r])))
-            }
-        };
+    /// Q8_0 against `N` activation rows with their [`ActAux`]: each lane starts from
+    /// `-128 · Σa` and `vpdpbusd` adds Σ (q + 128)·a, leaving the integers of
+    /// [`unrolled_dot`]'s lanes; the scale is the same f32 product and even and odd
+    /// blocks go to separate accumulators as there, so results are bitwise equal.
+    ///
+    /// # Safety
+    /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn aux_q8_0<const N: usize>(
+        w: &[BlockQ8_0],
+        a: [&[BlockQ8_0]; N],
+        aux: [&[ActAux]; N],
+    ) -> [f32; N] {
+        let n = (0..N).fold(w.len(), |n, r| n.min(a[r].len()).min(aux[r].len()));
+        let mut even = [_mm256_setzero_ps(); N];
+        let mut odd = [_mm256_setzero_ps(); N];
+        // SAFETY (the unchecked indexing in `aux_block_q8_0`): every block index is
+        // below `n`, the shortest slice's length.
+        for p in 0..n / 2 {
+            aux_block_q8_0(w, &a, &aux, 2 * p, &mut even);
+            aux_block_q8_0(w, &a, &aux, 2 * p + 1, &mut odd);
+        }
+        if n % 2 == 1 {
+            aux_block_q8_0(w, &a, &aux, n - 1, &mut even);
+        }
+        std::array::from_fn(|r| hsum_ps(_mm256_add_ps(even[r], odd[r])))
     }
-
-    aux_rows!(aux_q8_0, BlockQ8_0, unsigned_q8_0);
 
     /// Every output of weight rows `rows` for activation rows `tokens`, four
     /// activation rows at a time: the loops live in the kernel's own function so
     /// the row kernels inline into them instead of returning their results through
     /// memory to a caller, once per four rows.
-    macro_rules! aux_tile {
-        ($name:ident, $rows_fn:ident, $block:ty) => {
-            /// # Safety
-            /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI. `out` must be valid
-            /// for writes at `i * out_features + r` for every `i` in `tokens` and `r`
-            /// in `rows`, elements no other thread touches during the call.
-            #[allow(clippy::too_many_arguments)]
-            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            pub unsafe fn $name(
-                w: &[$block],
-                blocks_per_row: usize,
-                rows: Range<usize>,
-                a: &[BlockQ8_0],
-                aux: &[ActAux],
-                tokens: Range<usize>,
-                out: *mut f32,
-                out_features: usize,
-            ) {
-                let a_row = |i: usize| &a[i * blocks_per_row..(i + 1) * blocks_per_row];
-                let aux_row = |i: usize| &aux[i * blocks_per_row..(i + 1) * blocks_per_row];
-                for r in rows {
-                    let w_row = &w[r * blocks_per_row..(r + 1) * blocks_per_row];
-                    let mut i = tokens.start;
-                    while i + 4 <= tokens.end {
-                        let y = $rows_fn::<4>(
-                            w_row,
-                            std::array::from_fn(|k| a_row(i + k)),
-                            std::array::from_fn(|k| aux_row(i + k)),
-                        );
-                        for (k, v) in y.into_iter().enumerate() {
-                            *out.add((i + k) * out_features + r) = v;
-                        }
-                        i += 4;
-                    }
-                    for i in i..tokens.end {
-                        *out.add(i * out_features + r) =
-                            $rows_fn::<1>(w_row, [a_row(i)], [aux_row(i)])[0];
-                    }
+    ///
+    /// # Safety
+    /// Requires AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI. `out` must be valid for
+    /// writes at `i * out_features + r` for every `i` in `tokens` and `r` in `rows`,
+    /// elements no other thread touches during the call.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn aux_tile_q8_0(
+        w: &[BlockQ8_0],
+        blocks_per_row: usize,
+        rows: Range<usize>,
+        a: &[BlockQ8_0],
+        aux: &[ActAux],
+        tokens: Range<usize>,
+        out: *mut f32,
+        out_features: usize,
+    ) {
+        let a_row = |i: usize| &a[i * blocks_per_row..(i + 1) * blocks_per_row];
+        let aux_row = |i: usize| &aux[i * blocks_per_row..(i + 1) * blocks_per_row];
+        for r in rows {
+            let w_row = &w[r * blocks_per_row..(r + 1) * blocks_per_row];
+            let mut i = tokens.start;
+            while i + 4 <= tokens.end {
+                let y = aux_q8_0::<4>(
+                    w_row,
+                    std::array::from_fn(|k| a_row(i + k)),
+                    std::array::from_fn(|k| aux_row(i + k)),
+                );
+                for (k, v) in y.into_iter().enumerate() {
+                    *out.add((i + k) * out_features + r) = v;
                 }
+                i += 4;
             }
-        };
+            for i in i..tokens.end {
+                *out.add(i * out_features + r) = aux_q8_0::<1>(w_row, [a_row(i)], [aux_row(i)])[0];
+            }
+        }
     }
-
-    aux_tile!(aux_tile_q8_0, aux_q8_0, BlockQ8_0);
 }
 
 /// `$m!(t)` for each literal `t`: the token loops unrolled by hand (LLVM kept a rolled
