@@ -18,7 +18,10 @@ committed prompts (token ids) and writes
   (`ids`, `logits`);
 - `prompts[].last_row_stride`, `prompts[].last_row`: the last position's
   logits for token ids 0, stride, 2*stride, ... (a spread sample of the
-  whole vocabulary that keeps the fixture small).
+  whole vocabulary that keeps the fixture small);
+- `prompts[].greedy`, `prompts[].greedy_margins`: the greedy 32-token
+  continuation, generated one token at a time through transformers' KV
+  cache, and at each step the gap between the two highest logits.
 
 The `--llamacpp` form loads a GGUF with llama-cpp-python and reports how far
 llama.cpp's logits on the committed prompts are from the transformers f32
@@ -42,14 +45,18 @@ MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP = 16
 STRIDE = 7
 
-# "The capital of France is", "Once upon a time, there was a little robot
-# who", and a chat-formatted request (SmolLM2's tokenizer, as in
-# llamacpp.json).
+# The prompts of llamacpp.json as SmolLM2's tokenizer encodes them: "The
+# capital of France is", "Once upon a time, there was a little robot who",
+# a chat-formatted request for a haiku, the head of a Python function and
+# "Water boils at 100 degrees Celsius. Ice melts at".
 PROMPTS = [
     [504, 3575, 282, 4649, 314],
     [6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8085, 617],
     [1, 4093, 198, 19161, 253, 421, 30614, 563, 260, 3426, 30, 2, 198, 1, 520, 9531, 198],
+    [1604, 3987, 46477, 24, 94, 727, 472, 1620, 14362, 260, 304, 29, 373, 24681, 46477, 1230, 7996, 198],
+    [12615, 36411, 418, 216, 33, 32, 32, 5027, 20590, 30, 14267, 34294, 418],
 ]
+CONTINUATION = 32
 
 
 def model_path():
@@ -136,11 +143,29 @@ def transformers_logits(model):
     return out
 
 
+def greedy(model, ids):
+    """The greedy continuation, one token per step through transformers' KV
+    cache (as a decoder generates), and at each step the gap between the two
+    highest logits."""
+    tokens, margins = [], []
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), use_cache=True)
+        for _ in range(CONTINUATION):
+            row = out.logits[0, -1].to(torch.float64)
+            top2 = torch.topk(row, 2).values
+            tokens.append(int(torch.argmax(row)))
+            margins.append(float(top2[0] - top2[1]))
+            out = model(torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+    return tokens, margins
+
+
 def generate():
     torch.set_num_threads(2)
-    logits = transformers_logits(transformers_model(model_path()))
+    model = transformers_model(model_path())
+    logits = transformers_logits(model)
     prompts = []
     for ids, rows in zip(PROMPTS, logits):
+        continuation, margins = greedy(model, ids)
         positions = []
         for row in rows:
             top = np.argsort(-row)[:TOP]
@@ -151,6 +176,8 @@ def generate():
                 "positions": positions,
                 "last_row_stride": STRIDE,
                 "last_row": [round(float(v), 6) for v in rows[-1][::STRIDE]],
+                "greedy": continuation,
+                "greedy_margins": margins,
             }
         )
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@
 //! runs first) into `$HANZO_CANDLE_MODELS`, default
 //! `~/.cache/hanzo-candle/models`.
 
+mod common;
+
 use candle_engine::gguf::GgufModel;
 use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::{Batch, Decoder};
@@ -262,27 +264,12 @@ fn check_greedy(model: &RealModel) {
         let mut cache =
             KvCache::with_precision(&decoder.cache_geometry(), 1, 512, 512, KvPrecision::F16)
                 .unwrap();
-        let mut batch = Batch::single(0, 0, &prompt.ids);
-        batch.logits_for = vec![prompt.ids.len() - 1];
-        let mut ours = Vec::new();
-        let mut position = prompt.ids.len();
-        let mut logits = decoder.forward(&batch, &mut cache).unwrap();
-        while ours.len() < prompt.greedy.len() {
-            let next = logits
-                .squeeze(0)
-                .unwrap()
-                .argmax(0)
-                .unwrap()
-                .to_scalar::<u32>()
-                .unwrap();
-            ours.push(next);
-            logits = decoder
-                .forward(&Batch::single(0, position, &[next]), &mut cache)
-                .unwrap();
-            position += 1;
-        }
+        let ours =
+            common::greedy_continuation(&decoder, &mut cache, &prompt.ids, prompt.greedy.len());
         // The sequences must agree token for token until llama.cpp meets a
-        // near tie; after a tie either choice is right and the texts part.
+        // near tie; after a tie either choice is right and the texts part,
+        // as llama.cpp's own builds and settings part from this fixture
+        // (docs/ENGINE.md, "How close to llama.cpp").
         let agreed = ours
             .iter()
             .zip(&prompt.greedy)
