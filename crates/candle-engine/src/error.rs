@@ -44,6 +44,9 @@ pub enum Error {
     #[error("chat template: {0}")]
     ChatTemplate(String),
 
+    #[error("device `{name}`: {reason}")]
+    Device { name: String, reason: String },
+
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
 

@@ -10,7 +10,9 @@
 //! wrap around. Keys are stored after RoPE, so a key's ring index does not
 //! matter to attention; the position of each entry is kept to mask it.
 
+use crate::model::Backend;
 use crate::{kv_math, Error, Result};
+use candle_core::{DType, Tensor};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::ops::Range;
@@ -69,11 +71,25 @@ impl KvElement for f16 {
     }
 }
 
-/// Keys and values of one layer: [slots, kv_heads, capacity, head_dim] each.
+/// Keys and values of one layer.
 #[derive(Debug)]
 enum KvStore {
-    F32 { k: Vec<f32>, v: Vec<f32> },
-    F16 { k: Vec<f16>, v: Vec<f16> },
+    /// For our CPU kernels: [slots, kv_heads, capacity, head_dim] each.
+    F32 {
+        k: Vec<f32>,
+        v: Vec<f32>,
+    },
+    F16 {
+        k: Vec<f16>,
+        v: Vec<f16>,
+    },
+    /// For the tensor path, on its device: [slots * capacity, kv_heads *
+    /// head_dim] each (a ring index's heads in one row, so a run of
+    /// positions is one contiguous copy), in the precision's dtype.
+    Tensors {
+        k: Tensor,
+        v: Tensor,
+    },
 }
 
 #[derive(Debug)]
@@ -112,6 +128,7 @@ pub struct KvCache {
     max_context: usize,
     max_step_tokens: usize,
     precision: KvPrecision,
+    backend: Backend,
     /// Tokens held for each slot (its next position).
     lengths: Vec<usize>,
 }
@@ -143,6 +160,27 @@ impl KvCache {
         max_step_tokens: usize,
         precision: KvPrecision,
     ) -> Result<Self> {
+        Self::for_backend(
+            layers,
+            slots,
+            max_context,
+            max_step_tokens,
+            precision,
+            &Backend::Native,
+        )
+    }
+
+    /// [`KvCache::with_precision`] for a decoder built for `backend`
+    /// ([`crate::Decoder::backend`]): host buffers for our CPU kernels,
+    /// tensors on the device for the tensor path.
+    pub fn for_backend(
+        layers: &[LayerGeometry],
+        slots: usize,
+        max_context: usize,
+        max_step_tokens: usize,
+        precision: KvPrecision,
+        backend: &Backend,
+    ) -> Result<Self> {
         if slots == 0 || max_context == 0 || max_step_tokens == 0 {
             return Err(Error::InvalidCacheGeometry(format!(
                 "slots ({slots}), max_context ({max_context}) and max_step_tokens ({max_step_tokens}) must be positive"
@@ -166,14 +204,25 @@ impl KvCache {
                     })?;
                 // Zeroed allocations: pages are committed only as positions
                 // are written.
-                let store = match precision {
-                    KvPrecision::F32 => KvStore::F32 {
+                let store = match (backend, precision) {
+                    (Backend::Tensors(device), _) => {
+                        let dtype = match precision {
+                            KvPrecision::F32 => DType::F32,
+                            KvPrecision::F16 => DType::F16,
+                        };
+                        let shape = (slots * capacity, geometry.kv_heads * geometry.head_dim);
+                        KvStore::Tensors {
+                            k: Tensor::zeros(shape, dtype, device)?,
+                            v: Tensor::zeros(shape, dtype, device)?,
+                        }
+                    }
+                    (Backend::Native, KvPrecision::F32) => KvStore::F32 {
                         k: vec![0.0; elems],
                         v: vec![0.0; elems],
                     },
                     // `vec![f16::ZERO; n]` would write every element and
                     // commit the pages up front.
-                    KvPrecision::F16 => KvStore::F16 {
+                    (Backend::Native, KvPrecision::F16) => KvStore::F16 {
                         k: bytemuck::zeroed_vec(elems),
                         v: bytemuck::zeroed_vec(elems),
                     },
@@ -192,8 +241,15 @@ impl KvCache {
             max_context,
             max_step_tokens,
             precision,
+            backend: backend.clone(),
             lengths: vec![0; slots],
         })
+    }
+
+    /// What the cache was built for: a decoder runs only with a cache of its
+    /// own backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     pub fn slots(&self) -> usize {
@@ -226,6 +282,9 @@ impl KvCache {
                 let values = match &l.store {
                     KvStore::F32 { k, v } => (k.len() + v.len()) * 4,
                     KvStore::F16 { k, v } => (k.len() + v.len()) * 2,
+                    KvStore::Tensors { k, v } => {
+                        (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()
+                    }
                 };
                 values + l.positions.len() * 4
             })
@@ -263,7 +322,19 @@ impl KvCache {
     /// Stores one token's keys and values for `layer`.
     ///
     /// k, v: [kv_heads * head_dim], head-major.
-    pub fn write(&mut self, layer: usize, slot: usize, position: usize, k: &[f32], v: &[f32]) {
+    pub fn write(
+        &mut self,
+        layer: usize,
+        slot: usize,
+        position: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<()> {
+        if let KvStore::Tensors { k: keys, .. } = &self.layers[layer].store {
+            let device = keys.device().clone();
+            let row = |x: &[f32]| Tensor::from_slice(x, (1, x.len()), &device);
+            return self.write_rows(layer, slot, position, &row(k)?, &row(v)?);
+        }
         let l = &mut self.layers[layer];
         let LayerGeometry {
             kv_heads, head_dim, ..
@@ -287,8 +358,93 @@ impl KvCache {
         match &mut l.store {
             KvStore::F32 { k: ks, v: vs } => store((ks, vs), rows, (k, v)),
             KvStore::F16 { k: ks, v: vs } => store((ks, vs), rows, (k, v)),
+            KvStore::Tensors { .. } => unreachable!("tensor stores returned above"),
         }
         l.positions[slot * capacity + index] = position as u32;
+        Ok(())
+    }
+
+    /// Stores the keys and values of consecutive positions `first..` of
+    /// sequence `slot` in a tensor cache.
+    ///
+    /// k, v: [tokens, kv_heads * head_dim] on the cache's device.
+    pub(crate) fn write_rows(
+        &mut self,
+        layer: usize,
+        slot: usize,
+        first: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<()> {
+        let l = &mut self.layers[layer];
+        let KvStore::Tensors { k: keys, v: values } = &l.store else {
+            return Err(Error::InvalidBatch(
+                "tensor rows written to a host-buffer cache".into(),
+            ));
+        };
+        let (capacity, tokens) = (l.capacity, k.dim(0)?);
+        let (k, v) = (k.to_dtype(keys.dtype())?, v.to_dtype(values.dtype())?);
+        // A run of ring indices without a wrap is one copy per tensor.
+        let mut done = 0;
+        while done < tokens {
+            let index = (first + done) % capacity;
+            let run = (capacity - index).min(tokens - done);
+            let row = slot * capacity + index;
+            keys.slice_set(&k.narrow(0, done, run)?.contiguous()?, 0, row)?;
+            values.slice_set(&v.narrow(0, done, run)?.contiguous()?, 0, row)?;
+            for i in 0..run {
+                l.positions[row + i] = (first + done + i) as u32;
+            }
+            done += run;
+        }
+        Ok(())
+    }
+
+    /// What the queries of sequence `slot` at `positions` see in a tensor
+    /// cache's `layer`: its keys and values `[entries, kv_heads * head_dim]`
+    /// (f32) and the additive mask `[positions, entries]` (0 where a query
+    /// may attend, -inf elsewhere), on the cache's device.
+    pub(crate) fn visible(
+        &self,
+        layer: usize,
+        slot: usize,
+        positions: &[usize],
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let l = &self.layers[layer];
+        let KvStore::Tensors { k: keys, v: values } = &l.store else {
+            return Err(Error::InvalidBatch(
+                "tensor attention over a host-buffer cache".into(),
+            ));
+        };
+        let capacity = l.capacity;
+        let last = positions.iter().copied().max().unwrap_or(0);
+        // Until the ring wraps, index i holds position i: the first
+        // `last + 1` entries are all any query can see.
+        let entries = (last + 1).min(capacity);
+        let stored = &l.positions[slot * capacity..slot * capacity + entries];
+        let mask: Vec<f32> = positions
+            .iter()
+            .flat_map(|&position| {
+                let oldest = l
+                    .geometry
+                    .window
+                    .map_or(0, |w| (position + 1).saturating_sub(w));
+                stored.iter().map(move |&p| {
+                    let seen = p != EMPTY && (p as usize) <= position && (p as usize) >= oldest;
+                    if seen {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
+            .collect();
+        let rows = |t: &Tensor| t.narrow(0, slot * capacity, entries)?.to_dtype(DType::F32);
+        Ok((
+            rows(keys)?,
+            rows(values)?,
+            Tensor::from_vec(mask, (positions.len(), entries), keys.device())?,
+        ))
     }
 
     /// Attention of one query token at `position` of sequence `slot` over
@@ -296,8 +452,14 @@ impl KvCache {
     /// layer's window), with grouped-query heads.
     ///
     /// q: [heads * head_dim]; out: [heads * head_dim].
-    pub fn attend(&self, at: CachePosition, q: &[f32], scores: ScoreParams, out: &mut [f32]) {
-        let l = &self.layers[at.layer];
+    pub fn attend(
+        &self,
+        at: CachePosition,
+        q: &[f32],
+        scores: ScoreParams,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let l = self.host_layer(at.layer)?;
         let LayerGeometry {
             kv_heads, head_dim, ..
         } = l.geometry;
@@ -305,6 +467,19 @@ impl KvCache {
         for (g, out) in out.chunks_mut(group_len).enumerate() {
             let q = &q[g * group_len..(g + 1) * group_len];
             l.attend_group(at.slot, at.position, g, q, head_dim, scores, out);
+        }
+        Ok(())
+    }
+
+    /// `layer`, if its keys and values are host buffers that our CPU
+    /// attention reads.
+    fn host_layer(&self, layer: usize) -> Result<&LayerCache> {
+        let l = &self.layers[layer];
+        match l.store {
+            KvStore::Tensors { .. } => Err(Error::InvalidBatch(
+                "this cache holds tensors for the tensor path; the CPU attention needs a cache built for Backend::Native".into(),
+            )),
+            _ => Ok(l),
         }
     }
 
@@ -322,7 +497,7 @@ impl KvCache {
         scores: ScoreParams,
         out: &mut [f32],
     ) -> Result<()> {
-        let l = &self.layers[layer];
+        let l = self.host_layer(layer)?;
         let LayerGeometry {
             kv_heads, head_dim, ..
         } = l.geometry;
@@ -400,6 +575,7 @@ impl LayerCache {
             KvStore::F16 { k, v } => {
                 self.attend_group_in(k, v, slot, position, g, q, head_dim, scores, out)
             }
+            KvStore::Tensors { .. } => unreachable!("host_layer refuses tensor stores"),
         }
     }
 
@@ -620,13 +796,15 @@ mod tests {
         for chunk_start in (0..n).step_by(step) {
             let chunk = chunk_start..(chunk_start + step).min(n);
             for p in chunk.clone() {
-                cache.write(
-                    0,
-                    1,
-                    p,
-                    &k[p * kv_heads * d..][..kv_heads * d],
-                    &v[p * kv_heads * d..][..kv_heads * d],
-                );
+                cache
+                    .write(
+                        0,
+                        1,
+                        p,
+                        &k[p * kv_heads * d..][..kv_heads * d],
+                        &v[p * kv_heads * d..][..kv_heads * d],
+                    )
+                    .unwrap();
             }
             let positions: Vec<usize> = chunk.clone().collect();
             let rows = chunk.start * heads * d..chunk.end * heads * d;
@@ -649,7 +827,9 @@ mod tests {
                     slot: 1,
                     position: p,
                 };
-                cache.attend(at, &q[p * heads * d..][..heads * d], scores, &mut alone);
+                cache
+                    .attend(at, &q[p * heads * d..][..heads * d], scores, &mut alone)
+                    .unwrap();
                 assert_eq!(alone, got[p * heads * d..][..heads * d]);
             }
         }
@@ -707,7 +887,9 @@ mod tests {
         for precision in [KvPrecision::F32, KvPrecision::F16] {
             let mut cache = KvCache::with_precision(&[geometry], 1, 16, 4, precision).unwrap();
             for p in 0..n {
-                cache.write(0, 0, p, &k[p * d..][..d], &v[p * d..][..d]);
+                cache
+                    .write(0, 0, p, &k[p * d..][..d], &v[p * d..][..d])
+                    .unwrap();
             }
             let scores = ScoreParams {
                 scale: 0.25,

@@ -23,5 +23,5 @@ pub mod weights;
 
 pub use config::{DecoderConfig, Family, RopeLayout};
 pub use error::{Error, Result};
-pub use model::{Batch, Decoder};
+pub use model::{Backend, Batch, Decoder};
 pub use quantized_llama::QuantizedLlama;

@@ -4,7 +4,7 @@
 use crate::chat::ChatTemplate;
 use crate::config::DecoderConfig;
 use crate::gguf::GgufModel;
-use crate::model::Decoder;
+use crate::model::{Backend, Decoder};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{SafetensorsDir, WeightSource};
 use crate::{Error, Result};
@@ -28,8 +28,13 @@ impl Model {
     /// contexts of up to `max_context` tokens (default: the model's own,
     /// capped at 4096 to keep the KV cache small).
     pub fn load(path: &Path, max_context: Option<usize>) -> Result<Self> {
+        Self::load_on(path, max_context, Backend::Native)
+    }
+
+    /// [`Model::load`] for `backend` (`Backend::Tensors` for CUDA or Metal).
+    pub fn load_on(path: &Path, max_context: Option<usize>, backend: Backend) -> Result<Self> {
         if path.is_dir() {
-            return Self::load_hf_dir(path, max_context);
+            return Self::load_hf_dir(path, max_context, backend);
         }
         if !path.exists() {
             return Err(Error::Io {
@@ -41,11 +46,20 @@ impl Model {
             });
         }
         let model = GgufModel::new(candle_quant::gguf::GgufFile::open(path)?);
-        Self::from_gguf(model, max_context)
+        Self::from_gguf_on(model, max_context, backend)
     }
 
     /// Builds a model from a validated GGUF file (on the web: from bytes).
     pub fn from_gguf(model: GgufModel, max_context: Option<usize>) -> Result<Self> {
+        Self::from_gguf_on(model, max_context, Backend::Native)
+    }
+
+    /// [`Model::from_gguf`] for `backend`.
+    pub fn from_gguf_on(
+        model: GgufModel,
+        max_context: Option<usize>,
+        backend: Backend,
+    ) -> Result<Self> {
         let config = model.config()?;
         let tokenizer = model.tokenizer()?;
         Self::assemble(
@@ -54,6 +68,7 @@ impl Model {
             tokenizer,
             model.chat_template()?,
             max_context,
+            backend,
         )
     }
 
@@ -65,11 +80,12 @@ impl Model {
         mut tokenizer: Tokenizer,
         template: Option<&str>,
         max_context: Option<usize>,
+        backend: Backend,
     ) -> Result<Self> {
         let max_context = context_for(&config, max_context)?;
         add_end_of_turn_tokens(&mut tokenizer);
         let chat = ChatTemplate::for_tokenizer(template, &tokenizer)?;
-        let decoder = Decoder::load(config, source, max_context)?;
+        let decoder = Decoder::load_on(config, source, max_context, backend)?;
         Ok(Self {
             decoder,
             tokenizer,
@@ -78,7 +94,7 @@ impl Model {
         })
     }
 
-    fn load_hf_dir(dir: &Path, max_context: Option<usize>) -> Result<Self> {
+    fn load_hf_dir(dir: &Path, max_context: Option<usize>, backend: Backend) -> Result<Self> {
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name)).map_err(|e| Error::io(&dir.join(name), e))
         };
@@ -114,6 +130,7 @@ impl Model {
             tokenizer,
             template_source.as_deref(),
             max_context,
+            backend,
         )
     }
 }

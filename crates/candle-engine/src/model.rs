@@ -12,6 +12,66 @@ use crate::{rows, Error, Result};
 use candle_core::{Device, Tensor};
 use candle_quant::QLinear;
 
+mod tensors;
+
+/// Where and how the decoder computes.
+#[derive(Clone, Debug, Default)]
+pub enum Backend {
+    /// Our quantized CPU kernels on host buffers: the fastest on a CPU.
+    #[default]
+    Native,
+    /// candle tensor ops (the HIP-19 op surface of `candle-ops`) and
+    /// upstream `QMatMul` on a device: CUDA and Metal, or the CPU, where it
+    /// is checked against the native path.
+    Tensors(Device),
+}
+
+impl Backend {
+    /// `cpu` for the native path, `cuda:N` or `metal:N` for the tensor path
+    /// on that device. Fails with a clear error for anything else, or for a
+    /// device this build or machine lacks.
+    pub fn from_name(name: &str) -> Result<Self> {
+        let ordinal = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|n| n.parse::<usize>().ok())
+        };
+        let error = |reason: String| Error::Device {
+            name: name.to_string(),
+            reason,
+        };
+        let (device, feature) = if name == "cpu" {
+            return Ok(Backend::Native);
+        } else if let Some(n) = ordinal("cuda:") {
+            (Device::new_cuda(n), "cuda")
+        } else if let Some(n) = ordinal("metal:") {
+            (Device::new_metal(n), "metal")
+        } else {
+            return Err(error("unknown device; use cpu, cuda:N or metal:N".into()));
+        };
+        device.map(Backend::Tensors).map_err(|e| {
+            error(format!(
+                "{e} (GPU support is compiled in with `cargo build --release --features {feature}`)"
+            ))
+        })
+    }
+
+    /// The device that computes.
+    pub fn device(&self) -> &Device {
+        match self {
+            Backend::Native => &Device::Cpu,
+            Backend::Tensors(device) => device,
+        }
+    }
+
+    fn same_as(&self, other: &Backend) -> bool {
+        match (self, other) {
+            (Backend::Native, Backend::Native) => true,
+            (Backend::Tensors(a), Backend::Tensors(b)) => a.same_device(b),
+            _ => false,
+        }
+    }
+}
+
 /// Tokens to run through the model in one step. Token `i` belongs to the
 /// sequence in cache slot `slots[i]` at position `positions[i]`; each
 /// sequence's tokens appear in order and continue where its cache ends.
@@ -99,22 +159,37 @@ pub struct Decoder {
     /// `local_rope` for sliding-window layers with their own base.
     global_rope: RopeTables,
     local_rope: Option<RopeTables>,
+    backend: Backend,
+    /// The small per-layer vectors and RoPE tables on the device, for
+    /// `Backend::Tensors`.
+    device_vectors: Option<tensors::DeviceVectors>,
 }
 
 impl Decoder {
-    /// Builds the decoder from `source`; `max_context` bounds the RoPE tables
-    /// (and should match the KV cache).
+    /// Builds the decoder from `source` for our CPU kernels; `max_context`
+    /// bounds the RoPE tables (and should match the KV cache).
     pub fn load(
         config: DecoderConfig,
         source: &dyn WeightSource,
         max_context: usize,
+    ) -> Result<Self> {
+        Self::load_on(config, source, max_context, Backend::Native)
+    }
+
+    /// [`Decoder::load`] for `backend`: with `Backend::Tensors` the weights
+    /// are copied to its device.
+    pub fn load_on(
+        config: DecoderConfig,
+        source: &dyn WeightSource,
+        max_context: usize,
+        backend: Backend,
     ) -> Result<Self> {
         config.validate()?;
         let c = &config;
         let (h, kv, hd) = (c.hidden_size, c.num_kv_heads * c.head_dim, c.head_dim);
         let (q_out, ffn) = (c.num_heads * hd, c.intermediate_size);
         let linear = |name: TensorName, out: usize, inp: usize| {
-            source.tensor(&name)?.into_linear(&name, out, inp)
+            source.tensor(&name)?.into_linear(&name, out, inp, &backend)
         };
         let values = |raw: RawTensor, name: &dyn std::fmt::Debug, len: usize, offset: f32| {
             let values = raw.to_f32(name, &[len])?;
@@ -149,7 +224,7 @@ impl Decoder {
                 } else {
                     let name = format!("{:?} of layer {i}", LayerTensor::FusedQkv);
                     let raw = source.layer_tensor(i, LayerTensor::FusedQkv)?;
-                    parts(raw.split_rows(&name, &[q_out, kv, kv], h)?, &name)?
+                    parts(raw.split_rows(&name, &[q_out, kv, kv], h, &backend)?, &name)?
                 };
                 let [ffn_gate, ffn_up] = if !fused_gate_up {
                     [
@@ -159,7 +234,7 @@ impl Decoder {
                 } else {
                     let name = format!("{:?} of layer {i}", LayerTensor::FusedGateUp);
                     let raw = source.layer_tensor(i, LayerTensor::FusedGateUp)?;
-                    parts(raw.split_rows(&name, &[ffn, ffn], h)?, &name)?
+                    parts(raw.split_rows(&name, &[ffn, ffn], h, &backend)?, &name)?
                 };
                 let bias = |part: LayerTensor, len: usize| {
                     c.qkv_bias
@@ -211,7 +286,7 @@ impl Decoder {
             .sliding_rope_theta
             .map(|theta| rope_tables(c, theta, 1.0, max_context))
             .transpose()?;
-        Ok(Self {
+        let mut decoder = Self {
             output_norm: norm(TensorName::OutputNorm)?,
             output,
             embedding,
@@ -219,7 +294,19 @@ impl Decoder {
             global_rope,
             local_rope,
             config,
-        })
+            backend,
+            device_vectors: None,
+        };
+        if let Backend::Tensors(device) = &decoder.backend {
+            decoder.device_vectors = Some(tensors::DeviceVectors::upload(&decoder, device)?);
+        }
+        Ok(decoder)
+    }
+
+    /// Where the decoder computes; its KV cache must be built for the same
+    /// backend ([`KvCache::for_backend`]).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -244,6 +331,9 @@ impl Decoder {
     pub fn forward(&self, batch: &Batch, cache: &mut KvCache) -> Result<Tensor> {
         let c = &self.config;
         self.check_batch(batch, cache)?;
+        if let Some(vectors) = &self.device_vectors {
+            return tensors::forward(self, vectors, batch, cache);
+        }
         let n = batch.tokens.len();
         let (h, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
         let (q_width, kv_width) = (c.num_heads * hd, c.num_kv_heads * hd);
@@ -302,7 +392,7 @@ impl Decoder {
                 let k_row = &mut k[t * kv_width..(t + 1) * kv_width];
                 rows::rope(k_row, cos, sin, c.rope_layout);
                 let v_row = &v[t * kv_width..(t + 1) * kv_width];
-                cache.write(index, batch.slots[t], position, k_row, v_row);
+                cache.write(index, batch.slots[t], position, k_row, v_row)?;
             }
             cache.attend_batch(
                 index,
@@ -340,10 +430,7 @@ impl Decoder {
                 .map_or(&self.output_norm, |l| &l.attention_norm);
             rows::rms_norm(&residual, next_norm, eps, &mut x);
         }
-        for t in 0..n {
-            let slot = batch.slots[t];
-            cache.set_len(slot, cache.len(slot).max(batch.positions[t] + 1));
-        }
+        record_lengths(batch, cache);
         let wanted: Vec<f32> = batch
             .logits_for
             .iter()
@@ -380,6 +467,13 @@ impl Decoder {
     }
 
     fn check_batch(&self, batch: &Batch, cache: &KvCache) -> Result<()> {
+        if !cache.backend().same_as(&self.backend) {
+            return Err(Error::InvalidBatch(format!(
+                "the KV cache was built for {:?} but the decoder runs on {:?}; build it with KvCache::for_backend(.., decoder.backend())",
+                cache.backend(),
+                self.backend
+            )));
+        }
         let n = batch.tokens.len();
         if n == 0 || batch.positions.len() != n || batch.slots.len() != n {
             return Err(Error::InvalidBatch(format!(
@@ -419,6 +513,13 @@ impl Decoder {
             }
         }
         Ok(())
+    }
+}
+
+/// Records the positions a step wrote as held by their sequences.
+fn record_lengths(batch: &Batch, cache: &mut KvCache) {
+    for (&slot, &position) in batch.slots.iter().zip(&batch.positions) {
+        cache.set_len(slot, cache.len(slot).max(position + 1));
     }
 }
 

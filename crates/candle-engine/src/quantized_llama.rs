@@ -2,8 +2,8 @@
 //! &device)` and `forward(&input, position_offset)`.
 
 use crate::gguf::GgufModel;
-use crate::kv_cache::KvCache;
-use crate::model::{Batch, Decoder};
+use crate::kv_cache::{KvCache, KvPrecision};
+use crate::model::{Backend, Batch, Decoder};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 #[cfg(not(target_arch = "wasm32"))]
@@ -42,24 +42,31 @@ impl QuantizedLlama {
     }
 
     fn from_file(file: candle_quant::gguf::GgufFile<'static>, device: &Device) -> Result<Self> {
-        if !device.is_cpu() {
-            return Err(Error::InvalidModel(format!(
-                "QuantizedLlama runs on the CPU in this version, not {:?}",
-                device.location()
-            )));
-        }
+        // Our kernels on the CPU; candle ops and upstream QMatMul elsewhere.
+        let backend = if device.is_cpu() {
+            Backend::Native
+        } else {
+            Backend::Tensors(device.clone())
+        };
         let model = GgufModel::new(file);
         let config = model.config()?;
         let context = config.max_position_embeddings.min(4096);
-        let decoder = Decoder::load(config, &model, context)?;
-        let cache = KvCache::new(&decoder.cache_geometry(), 1, context, STEP)?;
+        let decoder = Decoder::load_on(config, &model, context, backend)?;
+        let cache = KvCache::for_backend(
+            &decoder.cache_geometry(),
+            1,
+            context,
+            STEP,
+            KvPrecision::F32,
+            decoder.backend(),
+        )?;
         Ok(Self {
             decoder,
             cache: Mutex::new(cache),
         })
     }
 
-    /// Logits `[1, seq, vocab]` for `input` (`[seq]` or `[1, seq]` token ids,
+    /// Logits `[1, seq, vocab]` (on the model's device) for `input` (`[seq]` or `[1, seq]` token ids,
     /// u32 or i64) placed at positions `position_offset..`. Offset 0 starts a
     /// new sequence; a later call must continue where the previous ended.
     pub fn forward(&self, input: &Tensor, position_offset: usize) -> Result<Tensor> {

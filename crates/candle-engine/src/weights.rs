@@ -3,6 +3,7 @@
 //! possible, so that every linear layer becomes a [`QLinear`] and there is
 //! one matmul path whatever the format.
 
+use crate::model::Backend;
 use crate::{Error, Result};
 use candle_quant::{QLinear, QuantType, WeightBytes};
 use std::sync::Arc;
@@ -139,20 +140,17 @@ impl RawTensor {
         Ok(())
     }
 
-    /// A linear layer `[out, in]`, checked against the expected shape.
+    /// A linear layer `[out, in]` for `backend`, checked against the
+    /// expected shape.
     pub fn into_linear(
         self,
         name: &TensorName,
         out_features: usize,
         in_features: usize,
+        backend: &Backend,
     ) -> Result<QLinear> {
         self.check_dims(name, &[out_features, in_features])?;
-        Ok(QLinear::from_bytes(
-            self.ty,
-            out_features,
-            in_features,
-            self.bytes,
-        )?)
+        linear_for(backend, self.ty, out_features, in_features, self.bytes)
     }
 
     /// Splits a `[sum(rows), in_features]` matrix stacked by rows into one
@@ -162,6 +160,7 @@ impl RawTensor {
         name: &str,
         rows: &[usize],
         in_features: usize,
+        backend: &Backend,
     ) -> Result<Vec<QLinear>> {
         let total: usize = rows.iter().sum();
         if self.dims != [total, in_features] {
@@ -179,7 +178,7 @@ impl RawTensor {
                 let range = start * row_bytes..(start + n) * row_bytes;
                 start += n;
                 let bytes = WeightBytes::new(whole.clone(), range)?;
-                Ok(QLinear::from_bytes(self.ty, n, in_features, bytes)?)
+                linear_for(backend, self.ty, n, in_features, bytes)
             })
             .collect()
     }
@@ -195,6 +194,23 @@ impl RawTensor {
             n,
         )?)
     }
+}
+
+/// A linear layer over `bytes`: our kernels for `Backend::Native`, upstream
+/// `QMatMul` on the device for `Backend::Tensors`.
+fn linear_for(
+    backend: &Backend,
+    ty: QuantType,
+    out_features: usize,
+    in_features: usize,
+    bytes: WeightBytes,
+) -> Result<QLinear> {
+    Ok(match backend {
+        Backend::Native => QLinear::from_bytes(ty, out_features, in_features, bytes)?,
+        Backend::Tensors(device) => {
+            QLinear::upstream_from_bytes(ty, out_features, in_features, bytes, device)?
+        }
+    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]

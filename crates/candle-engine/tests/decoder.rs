@@ -1,25 +1,31 @@
 //! The decoder against Hugging Face transformers on a tiny random
 //! LlamaForCausalLM (`scripts/gen_engine_fixtures.py`), through every path
 //! the engine uses: one prefill, token-by-token decoding through the KV
-//! cache, and several sequences in one flat batch.
+//! cache, and several sequences in one flat batch. Each path runs on both
+//! backends: our CPU kernels and the tensor path (candle ops, here on the
+//! CPU device) that CUDA and Metal use.
+
+mod common;
 
 use candle_core::{Device, Tensor};
-use candle_engine::kv_cache::KvCache;
+use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::weights::SafetensorsDir;
-use candle_engine::{Batch, Decoder, DecoderConfig, Error};
+use candle_engine::{Backend, Batch, Decoder, DecoderConfig, Error};
 use std::path::PathBuf;
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama")
 }
 
-fn load() -> (Decoder, Vec<u32>, Vec<Vec<f32>>) {
+const BACKENDS: [fn() -> Backend; 2] = [|| Backend::Native, common::tensor_backend];
+
+fn load_on(backend: Backend) -> (Decoder, Vec<u32>, Vec<Vec<f32>>) {
     let dir = fixture_dir();
     let config =
         DecoderConfig::from_hf_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
             .unwrap();
     let source = SafetensorsDir::open(&dir).unwrap();
-    let decoder = Decoder::load(config, &source, 64).unwrap();
+    let decoder = Decoder::load_on(config, &source, 64, backend).unwrap();
     let reference = candle_core::safetensors::load(
         dir.with_file_name("tiny-llama-reference.safetensors"),
         &Device::Cpu,
@@ -35,8 +41,24 @@ fn load() -> (Decoder, Vec<u32>, Vec<Vec<f32>>) {
     (decoder, tokens, logits)
 }
 
+fn load() -> (Decoder, Vec<u32>, Vec<Vec<f32>>) {
+    load_on(Backend::Native)
+}
+
+fn cache_with_step(decoder: &Decoder, slots: usize, step: usize) -> KvCache {
+    KvCache::for_backend(
+        &decoder.cache_geometry(),
+        slots,
+        64,
+        step,
+        KvPrecision::F32,
+        decoder.backend(),
+    )
+    .unwrap()
+}
+
 fn cache_for(decoder: &Decoder, slots: usize) -> KvCache {
-    KvCache::new(&decoder.cache_geometry(), slots, 64, 16).unwrap()
+    cache_with_step(decoder, slots, 16)
 }
 
 /// Largest absolute difference between two logit matrices.
@@ -56,59 +78,65 @@ const TOLERANCE: f32 = 1e-4;
 
 #[test]
 fn prefill_logits_match_transformers() {
-    let (decoder, tokens, expected) = load();
-    let mut cache = cache_for(&decoder, 1);
-    let logits = decoder
-        .forward(&Batch::single(0, 0, &tokens), &mut cache)
-        .unwrap();
-    let diff = max_diff(&logits.to_vec2().unwrap(), &expected);
-    assert!(diff < TOLERANCE, "max |diff| {diff}");
+    for backend in BACKENDS {
+        let (decoder, tokens, expected) = load_on(backend());
+        let mut cache = cache_for(&decoder, 1);
+        let logits = decoder
+            .forward(&Batch::single(0, 0, &tokens), &mut cache)
+            .unwrap();
+        let diff = max_diff(&logits.to_vec2().unwrap(), &expected);
+        assert!(diff < TOLERANCE, "max |diff| {diff}");
+    }
 }
 
 #[test]
 fn token_by_token_decoding_through_the_cache_matches_transformers() {
-    let (decoder, tokens, expected) = load();
-    let mut cache = cache_for(&decoder, 1);
-    let mut rows = vec![];
-    for (p, &t) in tokens.iter().enumerate() {
-        let logits = decoder
-            .forward(&Batch::single(0, p, &[t]), &mut cache)
-            .unwrap();
-        rows.push(logits.to_vec2::<f32>().unwrap().remove(0));
+    for backend in BACKENDS {
+        let (decoder, tokens, expected) = load_on(backend());
+        let mut cache = cache_for(&decoder, 1);
+        let mut rows = vec![];
+        for (p, &t) in tokens.iter().enumerate() {
+            let logits = decoder
+                .forward(&Batch::single(0, p, &[t]), &mut cache)
+                .unwrap();
+            rows.push(logits.to_vec2::<f32>().unwrap().remove(0));
+        }
+        let diff = max_diff(&rows, &expected);
+        assert!(diff < TOLERANCE, "max |diff| {diff}");
     }
-    let diff = max_diff(&rows, &expected);
-    assert!(diff < TOLERANCE, "max |diff| {diff}");
 }
 
 #[test]
 fn sequences_batched_together_get_the_logits_they_get_alone() {
-    let (decoder, tokens, expected) = load();
-    // Slot 1 prefills the first 5 tokens alone, then one step carries its
-    // next 7 tokens together with a fresh 4-token prompt in slot 0.
-    let mut cache = cache_for(&decoder, 2);
-    decoder
-        .forward(&Batch::single(1, 0, &tokens[..5]), &mut cache)
-        .unwrap();
-    let other: Vec<u32> = vec![7, 3, 90, 12];
-    let mut batch = Batch::single(0, 0, &other);
-    let continued = Batch::single(1, 5, &tokens[5..]);
-    let offset = batch.tokens.len();
-    batch.tokens.extend(&continued.tokens);
-    batch.positions.extend(&continued.positions);
-    batch.slots.extend(&continued.slots);
-    batch.logits_for = (0..batch.tokens.len()).collect();
-    let logits = decoder
-        .forward(&batch, &mut cache)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
-    assert!(max_diff(&logits[offset..], &expected[5..]) < TOLERANCE);
+    for backend in BACKENDS {
+        let (decoder, tokens, expected) = load_on(backend());
+        // Slot 1 prefills the first 5 tokens alone, then one step carries its
+        // next 7 tokens together with a fresh 4-token prompt in slot 0.
+        let mut cache = cache_for(&decoder, 2);
+        decoder
+            .forward(&Batch::single(1, 0, &tokens[..5]), &mut cache)
+            .unwrap();
+        let other: Vec<u32> = vec![7, 3, 90, 12];
+        let mut batch = Batch::single(0, 0, &other);
+        let continued = Batch::single(1, 5, &tokens[5..]);
+        let offset = batch.tokens.len();
+        batch.tokens.extend(&continued.tokens);
+        batch.positions.extend(&continued.positions);
+        batch.slots.extend(&continued.slots);
+        batch.logits_for = (0..batch.tokens.len()).collect();
+        let logits = decoder
+            .forward(&batch, &mut cache)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert!(max_diff(&logits[offset..], &expected[5..]) < TOLERANCE);
 
-    let mut alone = cache_for(&decoder, 1);
-    let other_alone = decoder
-        .forward(&Batch::single(0, 0, &other), &mut alone)
-        .unwrap();
-    assert!(max_diff(&logits[..offset], &other_alone.to_vec2().unwrap()) < TOLERANCE);
+        let mut alone = cache_for(&decoder, 1);
+        let other_alone = decoder
+            .forward(&Batch::single(0, 0, &other), &mut alone)
+            .unwrap();
+        assert!(max_diff(&logits[..offset], &other_alone.to_vec2().unwrap()) < TOLERANCE);
+    }
 }
 
 #[test]
@@ -130,6 +158,34 @@ fn bad_batches_are_errors_that_say_what_is_wrong() {
         .forward(&Batch::single(3, 0, &[1]), &mut cache)
         .unwrap_err();
     assert!(err.to_string().contains("slot 3"), "{err}");
+}
+
+#[test]
+fn a_cache_built_for_the_other_backend_is_refused() {
+    for backend in BACKENDS {
+        let (decoder, _, _) = load_on(backend());
+        let other = match decoder.backend() {
+            Backend::Native => common::tensor_backend(),
+            Backend::Tensors(_) => Backend::Native,
+        };
+        let mut cache = KvCache::for_backend(
+            &decoder.cache_geometry(),
+            1,
+            64,
+            16,
+            KvPrecision::F32,
+            &other,
+        )
+        .unwrap();
+        let err = decoder
+            .forward(&Batch::single(0, 0, &[1, 2]), &mut cache)
+            .unwrap_err();
+        assert!(err.to_string().contains("KvCache::for_backend"), "{err}");
+    }
+    assert!(Backend::from_name("cuda:x")
+        .unwrap_err()
+        .to_string()
+        .contains("use cpu, cuda:N or metal:N"));
 }
 
 #[test]
@@ -196,36 +252,38 @@ fn tiny_tokenizer() -> candle_engine::tokenizer::Tokenizer {
 
 #[test]
 fn generating_prompts_together_gives_the_greedy_tokens_each_gets_alone() {
-    use candle_engine::generate::{generate, GenerationParams};
-    let (decoder, tokens, _) = load();
-    let tokenizer = tiny_tokenizer();
-    let prompts = vec![tokens[..3].to_vec(), tokens[4..11].to_vec(), vec![42]];
-    let params = GenerationParams {
-        max_tokens: 10,
-        ..Default::default()
-    };
-    let mut cache = KvCache::new(&decoder.cache_geometry(), 3, 64, 4).unwrap();
-    let together = generate(
-        &decoder,
-        &tokenizer,
-        &mut cache,
-        &prompts,
-        &params,
-        &mut |_| {},
-    )
-    .unwrap();
-    for (prompt, batched) in prompts.iter().zip(&together) {
-        let mut alone_cache = KvCache::new(&decoder.cache_geometry(), 1, 64, 4).unwrap();
-        let alone = generate(
+    for backend in BACKENDS {
+        use candle_engine::generate::{generate, GenerationParams};
+        let (decoder, tokens, _) = load_on(backend());
+        let tokenizer = tiny_tokenizer();
+        let prompts = vec![tokens[..3].to_vec(), tokens[4..11].to_vec(), vec![42]];
+        let params = GenerationParams {
+            max_tokens: 10,
+            ..Default::default()
+        };
+        let mut cache = cache_with_step(&decoder, 3, 4);
+        let together = generate(
             &decoder,
             &tokenizer,
-            &mut alone_cache,
-            std::slice::from_ref(prompt),
+            &mut cache,
+            &prompts,
             &params,
             &mut |_| {},
         )
         .unwrap();
-        assert_eq!(alone[0].tokens, batched.tokens, "prompt {prompt:?}");
-        assert_eq!(batched.tokens.len(), 10);
+        for (prompt, batched) in prompts.iter().zip(&together) {
+            let mut alone_cache = cache_with_step(&decoder, 1, 4);
+            let alone = generate(
+                &decoder,
+                &tokenizer,
+                &mut alone_cache,
+                std::slice::from_ref(prompt),
+                &params,
+                &mut |_| {},
+            )
+            .unwrap();
+            assert_eq!(alone[0].tokens, batched.tokens, "prompt {prompt:?}");
+            assert_eq!(batched.tokens.len(), 10);
+        }
     }
 }

@@ -2,13 +2,17 @@
 //! models (`scripts/gen_family_fixtures.py`) loaded from their Hugging Face
 //! directory, and the same weights converted in-test to GGUF the way
 //! llama.cpp's converter does, must both reproduce transformers' logits for
-//! a prefill followed by token-by-token decoding through the KV cache.
+//! a prefill followed by token-by-token decoding through the KV cache, on
+//! both backends (our CPU kernels, and the tensor path that CUDA and Metal
+//! use, here on the CPU device).
+
+mod common;
 
 use candle_core::Device;
 use candle_engine::gguf::GgufModel;
-use candle_engine::kv_cache::KvCache;
+use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::weights::{SafetensorsDir, WeightSource};
-use candle_engine::{Batch, Decoder, DecoderConfig, Error, Family};
+use candle_engine::{Backend, Batch, Decoder, DecoderConfig, Error, Family};
 use candle_quant::gguf::{GgmlType, GgufFile, GgufWriter};
 use std::path::{Path, PathBuf};
 
@@ -57,16 +61,28 @@ fn hf_config(family: &str) -> DecoderConfig {
     DecoderConfig::from_hf_json(&json).unwrap()
 }
 
-/// Prefills the prompt in one step, then feeds the rest one token at a
-/// time, and returns the logits of every position.
-fn run(decoder: &Decoder, reference: &Reference) -> Vec<Vec<f32>> {
-    let mut cache = KvCache::new(&decoder.cache_geometry(), 1, MAX_CONTEXT, 16).unwrap();
+/// Prefills the prompt in chunks of `step` tokens (a cache sized for
+/// `step`-token steps), then feeds the rest one token at a time, and returns
+/// the logits of every position.
+fn run(decoder: &Decoder, reference: &Reference, step: usize) -> Vec<Vec<f32>> {
+    let mut cache = KvCache::for_backend(
+        &decoder.cache_geometry(),
+        1,
+        MAX_CONTEXT,
+        step,
+        KvPrecision::F32,
+        decoder.backend(),
+    )
+    .unwrap();
     let prompt = &reference.tokens[..reference.prompt_len];
-    let mut rows = decoder
-        .forward(&Batch::single(0, 0, prompt), &mut cache)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let mut rows = Vec::new();
+    for start in (0..prompt.len()).step_by(step) {
+        let chunk = &prompt[start..(start + step).min(prompt.len())];
+        let logits = decoder
+            .forward(&Batch::single(0, start, chunk), &mut cache)
+            .unwrap();
+        rows.extend(logits.to_vec2::<f32>().unwrap());
+    }
     for (p, &t) in reference.tokens.iter().enumerate().skip(prompt.len()) {
         let logits = decoder
             .forward(&Batch::single(0, p, &[t]), &mut cache)
@@ -87,16 +103,51 @@ fn max_diff(got: &[Vec<f32>], expected: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+fn families_and_backends() -> impl Iterator<Item = (&'static str, Backend)> {
+    FAMILIES.into_iter().flat_map(|family| {
+        [Backend::Native, common::tensor_backend()]
+            .into_iter()
+            .map(move |backend| (family, backend))
+    })
+}
+
+fn check(family: &str, decoder: &Decoder) {
+    let reference = reference(family);
+    // The whole prompt in one step.
+    let diff = max_diff(&run(decoder, &reference, 16), &reference.logits);
+    eprintln!("{family} on {:?}: max |diff| {diff:.2e}", decoder.backend());
+    assert!(
+        diff < TOLERANCE,
+        "{family} on {:?}: max |diff| {diff}",
+        decoder.backend()
+    );
+}
+
 #[test]
 fn hf_directories_match_transformers() {
-    for family in FAMILIES {
+    for (family, backend) in families_and_backends() {
         let dir = fixture_dir(family);
         let source = SafetensorsDir::open(&dir).unwrap();
-        let decoder = Decoder::load(hf_config(family), &source, MAX_CONTEXT).unwrap();
+        let decoder = Decoder::load_on(hf_config(family), &source, MAX_CONTEXT, backend).unwrap();
+        check(family, &decoder);
+    }
+}
+
+#[test]
+fn sliding_windows_wrap_their_ring_on_both_backends() {
+    // Two-token steps give the window-4 layers a ring of 4 + 2 entries,
+    // which the 13 tokens go round twice.
+    for (family, backend) in families_and_backends().filter(|(f, _)| f.starts_with("gemma")) {
+        let source = SafetensorsDir::open(&fixture_dir(family)).unwrap();
+        let decoder = Decoder::load_on(hf_config(family), &source, MAX_CONTEXT, backend).unwrap();
         let reference = reference(family);
-        let diff = max_diff(&run(&decoder, &reference), &reference.logits);
-        eprintln!("{family}: max |diff| {diff:.2e}");
-        assert!(diff < TOLERANCE, "{family}: max |diff| {diff}");
+        assert!(reference.tokens.len() > 2 * (4 + 2));
+        let diff = max_diff(&run(&decoder, &reference, 2), &reference.logits);
+        assert!(
+            diff < TOLERANCE,
+            "{family} on {:?}: max |diff| {diff}",
+            decoder.backend()
+        );
     }
 }
 
@@ -280,17 +331,14 @@ fn open_gguf(family: &str, bytes: &[u8]) -> GgufModel {
 
 #[test]
 fn gguf_conversions_match_transformers() {
-    for family in FAMILIES {
+    for (family, backend) in families_and_backends() {
         let model = open_gguf(family, &convert_to_gguf(family));
         let config = model.config().unwrap();
         let hf = hf_config(family);
         assert_eq!(config.family, hf.family, "{family}");
         assert_eq!(config.layer_windows, hf.layer_windows, "{family}");
-        let decoder = Decoder::load(config, &model, MAX_CONTEXT).unwrap();
-        let reference = reference(family);
-        let diff = max_diff(&run(&decoder, &reference), &reference.logits);
-        eprintln!("{family}: max |diff| {diff:.2e}");
-        assert!(diff < TOLERANCE, "{family}: max |diff| {diff}");
+        let decoder = Decoder::load_on(config, &model, MAX_CONTEXT, backend).unwrap();
+        check(family, &decoder);
     }
 }
 

@@ -16,9 +16,9 @@ mod common;
 
 use candle_engine::export::{gguf_to_hf_dir, quantize_hf_dir};
 use candle_engine::generate::{generate, GenerationParams};
-use candle_engine::kv_cache::KvCache;
+use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::loader::Model;
-use candle_engine::Batch;
+use candle_engine::{Backend, Batch};
 use candle_quant::deploy::Preset;
 use candle_quant::gguf::{GgmlType, GgufFile};
 use std::path::{Path, PathBuf};
@@ -120,7 +120,15 @@ fn logits(model: &Model) -> Vec<Vec<Vec<f32>>> {
         .prompts
         .iter()
         .map(|p| {
-            let mut cache = KvCache::new(&model.decoder.cache_geometry(), 1, 64, 64).unwrap();
+            let mut cache = KvCache::for_backend(
+                &model.decoder.cache_geometry(),
+                1,
+                64,
+                64,
+                KvPrecision::F32,
+                model.decoder.backend(),
+            )
+            .unwrap();
             model
                 .decoder
                 .forward(&Batch::single(0, 0, &p.ids), &mut cache)
@@ -192,11 +200,20 @@ fn compare(ours: &[Vec<Vec<f32>>]) -> Comparison {
 
 #[test]
 fn f32_safetensors_dir_matches_transformers_logits_within_1e_3() {
-    let model = Model::load(f32_dir(), Some(512)).unwrap();
-    let c = compare(&logits(&model));
+    for backend in [Backend::Native, common::tensor_backend()] {
+        let model = Model::load_on(f32_dir(), Some(512), backend).unwrap();
+        check_f32_logits(&model);
+    }
+}
+
+fn check_f32_logits(model: &Model) {
+    let c = compare(&logits(model));
     eprintln!(
-        "f32 dir vs transformers: max |logit diff| {:.2e}, top-1 {}/{}",
-        c.raw, c.top1_agree, c.positions
+        "f32 dir vs transformers on {:?}: max |logit diff| {:.2e}, top-1 {}/{}",
+        model.decoder.backend(),
+        c.raw,
+        c.top1_agree,
+        c.positions
     );
     // Same f32 weights, same f32 arithmetic; only the summation order of
     // the matmuls, softmax and norms differs. Over 30 layers that moves
@@ -214,22 +231,38 @@ fn f32_dir_greedy_continuations_equal_transformers() {
     // the same way wherever transformers' two best logits are more than
     // 2e-3 apart; on these 160 steps the closest call is 6.5e-3, so the
     // continuations must be identical, token for token, through 32 steps of
-    // KV-cached decoding.
-    let model = Model::load(f32_dir(), Some(512)).unwrap();
-    for prompt in reference().prompts {
-        let closest = prompt
-            .greedy_margins
-            .iter()
-            .fold(f64::INFINITY, |m, &g| m.min(g));
-        assert!(closest > 2e-3, "the fixture has a near tie ({closest})");
-        let mut cache = KvCache::new(&model.decoder.cache_geometry(), 1, 64, 64).unwrap();
-        let ours = common::greedy_continuation(
-            &model.decoder,
-            &mut cache,
-            &prompt.ids,
-            prompt.greedy.len(),
-        );
-        assert_eq!(ours, prompt.greedy, "continuation of {:?}", prompt.ids);
+    // KV-cached decoding, on both backends.
+    for backend in [Backend::Native, common::tensor_backend()] {
+        let model = Model::load_on(f32_dir(), Some(512), backend).unwrap();
+        for prompt in reference().prompts {
+            let closest = prompt
+                .greedy_margins
+                .iter()
+                .fold(f64::INFINITY, |m, &g| m.min(g));
+            assert!(closest > 2e-3, "the fixture has a near tie ({closest})");
+            let mut cache = KvCache::for_backend(
+                &model.decoder.cache_geometry(),
+                1,
+                64,
+                64,
+                KvPrecision::F32,
+                model.decoder.backend(),
+            )
+            .unwrap();
+            let ours = common::greedy_continuation(
+                &model.decoder,
+                &mut cache,
+                &prompt.ids,
+                prompt.greedy.len(),
+            );
+            assert_eq!(
+                ours,
+                prompt.greedy,
+                "continuation of {:?} on {:?}",
+                prompt.ids,
+                model.decoder.backend()
+            );
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! `hanzo-candle generate` and `hanzo-candle chat`.
 
 use crate::models;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use candle_engine::chat::Message;
 use candle_engine::generate::{generate, Event, FinishReason, GenerationParams};
 use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::sampling::SamplingParams;
+use candle_engine::Backend;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,9 @@ pub struct ModelArgs {
     /// Context size in tokens (default: the model's, at most 4096).
     #[arg(long)]
     ctx: Option<usize>,
-    /// Device to run on: cpu, cuda:N or metal:N.
+    /// Device to run on: cpu (our quantized kernels), or cuda:N / metal:N
+    /// (candle ops and upstream QMatMul on that GPU; needs a build with
+    /// `--features cuda` or `--features metal`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Element type of the KV cache: f16 (half the memory, llama.cpp's
@@ -45,12 +48,13 @@ impl ModelArgs {
             KvCacheType::F16 => KvPrecision::F16,
             KvCacheType::F32 => KvPrecision::F32,
         };
-        Ok(KvCache::with_precision(
+        Ok(KvCache::for_backend(
             &model.decoder.cache_geometry(),
             1,
             model.max_context,
             PREFILL_CHUNK,
             precision,
+            model.decoder.backend(),
         )?)
     }
 }
@@ -129,28 +133,17 @@ impl SamplingArgs {
 }
 
 fn load(args: &ModelArgs) -> anyhow::Result<Model> {
-    if args.device != "cpu" {
-        let supported = args.device.starts_with("cuda:") || args.device.starts_with("metal:");
-        if !supported {
-            bail!(
-                "unknown device `{}`; use cpu, cuda:N or metal:N",
-                args.device
-            );
-        }
-        bail!(
-            "device `{}`: the engine runs on the CPU in this version; GPU decoding is not implemented yet",
-            args.device
-        );
-    }
+    let backend = Backend::from_name(&args.device)?;
     let path = models::resolve(args.model.as_deref())?;
     let started = Instant::now();
-    let model =
-        Model::load(&path, args.ctx).with_context(|| format!("loading {}", path.display()))?;
+    let model = Model::load_on(&path, args.ctx, backend)
+        .with_context(|| format!("loading {}", path.display()))?;
     eprintln!(
-        "Loaded {} in {:.2} s (context {})",
+        "Loaded {} in {:.2} s (context {}, device {})",
         path.display(),
         started.elapsed().as_secs_f64(),
-        model.max_context
+        model.max_context,
+        args.device
     );
     Ok(model)
 }

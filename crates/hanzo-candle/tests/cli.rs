@@ -137,5 +137,10 @@ fn bad_input_fails_cleanly() {
         &run(&["generate", "-m", model, "--device", "tpu:0", "x"]),
         "unknown device",
     );
+    // The test build has no GPU support compiled in.
+    assert_clean_failure(
+        &run(&["generate", "-m", model, "--device", "cuda:0", "x"]),
+        "--features cuda",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,21 @@
-//! What the real-model tests share.
+//! What the engine's integration tests share.
 
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use candle_core::Device;
 use candle_engine::kv_cache::KvCache;
-use candle_engine::{Batch, Decoder};
+use candle_engine::{Backend, Batch, Decoder};
+
+/// The tensor path (what CUDA and Metal run) on the CPU device, or on the
+/// device `HANZO_TEST_DEVICE` names (`cuda:0`, `metal:0`) in a build with
+/// that feature: `scripts/gpu-check.sh` runs the tests so.
+pub fn tensor_backend() -> Backend {
+    match std::env::var("HANZO_TEST_DEVICE") {
+        Ok(name) => Backend::from_name(&name).unwrap(),
+        Err(_) => Backend::Tensors(Device::Cpu),
+    }
+}
 
 /// The greedy continuation of `prompt`, `steps` tokens long: the prompt in
 /// one batch, then one token per step through `cache`, as a decoder
