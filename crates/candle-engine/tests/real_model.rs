@@ -325,18 +325,7 @@ fn gemma3_loads_end_to_end_from_text() {
         let ids = model.tokenizer.encode(&prompt.text, true).unwrap();
         assert_eq!(ids, prompt.ids, "encoding {:?}", prompt.text);
         let mut cache = f16_cache(&model.decoder);
-        let mut batch = Batch::single(0, 0, &ids);
-        batch.logits_for = vec![ids.len() - 1];
-        let next = model
-            .decoder
-            .forward(&batch, &mut cache)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .argmax(0)
-            .unwrap()
-            .to_scalar::<u32>()
-            .unwrap();
+        let next = common::greedy_continuation(&model.decoder, &mut cache, &ids, 1)[0];
         if prompt.greedy_margins[0] >= GEMMA3.near_tie {
             assert_eq!(next, prompt.greedy[0], "after {:?}", prompt.text);
         }

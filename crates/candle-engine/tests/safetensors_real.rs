@@ -114,21 +114,26 @@ fn quantized(preset: Preset) -> PathBuf {
     out
 }
 
+/// A one-sequence f32 cache for `model`'s backend, as transformers keeps.
+fn f32_cache(model: &Model) -> KvCache {
+    KvCache::for_backend(
+        &model.decoder.cache_geometry(),
+        1,
+        64,
+        64,
+        KvPrecision::F32,
+        model.decoder.backend(),
+    )
+    .unwrap()
+}
+
 /// Logits at every position of each reference prompt.
 fn logits(model: &Model) -> Vec<Vec<Vec<f32>>> {
     reference()
         .prompts
         .iter()
         .map(|p| {
-            let mut cache = KvCache::for_backend(
-                &model.decoder.cache_geometry(),
-                1,
-                64,
-                64,
-                KvPrecision::F32,
-                model.decoder.backend(),
-            )
-            .unwrap();
+            let mut cache = f32_cache(model);
             model
                 .decoder
                 .forward(&Batch::single(0, 0, &p.ids), &mut cache)
@@ -240,15 +245,7 @@ fn f32_dir_greedy_continuations_equal_transformers() {
                 .iter()
                 .fold(f64::INFINITY, |m, &g| m.min(g));
             assert!(closest > 2e-3, "the fixture has a near tie ({closest})");
-            let mut cache = KvCache::for_backend(
-                &model.decoder.cache_geometry(),
-                1,
-                64,
-                64,
-                KvPrecision::F32,
-                model.decoder.backend(),
-            )
-            .unwrap();
+            let mut cache = f32_cache(&model);
             let ours = common::greedy_continuation(
                 &model.decoder,
                 &mut cache,
