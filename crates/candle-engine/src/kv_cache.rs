@@ -400,28 +400,42 @@ impl KvCache {
         Ok(())
     }
 
-    /// What the queries of sequence `slot` at `positions` see in a tensor
-    /// cache's `layer`: its keys and values `[entries, kv_heads * head_dim]`
-    /// (f32) and the additive mask `[positions, entries]` (0 where a query
-    /// may attend, -inf elsewhere), on the cache's device.
-    pub(crate) fn visible(
+    /// The keys and values `[entries, kv_heads * head_dim]` (f32) that
+    /// queries of sequence `slot` up to position `last` may see in a tensor
+    /// cache's `layer`, on the cache's device.
+    pub(crate) fn visible_rows(
         &self,
         layer: usize,
         slot: usize,
-        positions: &[usize],
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+        last: usize,
+    ) -> Result<(Tensor, Tensor)> {
         let l = &self.layers[layer];
         let KvStore::Tensors { k: keys, v: values } = &l.store else {
             return Err(Error::InvalidBatch(
                 "tensor attention over a host-buffer cache".into(),
             ));
         };
-        let capacity = l.capacity;
+        let rows = |t: &Tensor| {
+            t.narrow(0, slot * l.capacity, l.visible_entries(last))?
+                .to_dtype(DType::F32)
+        };
+        Ok((rows(keys)?, rows(values)?))
+    }
+
+    /// The additive mask `[positions, entries]` over [`KvCache::visible_rows`]
+    /// (0 where a query may attend, -inf elsewhere), on `device`. Layers of
+    /// the same window hold the same positions, so they share it.
+    pub(crate) fn mask(
+        &self,
+        layer: usize,
+        slot: usize,
+        positions: &[usize],
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        let l = &self.layers[layer];
         let last = positions.iter().copied().max().unwrap_or(0);
-        // Until the ring wraps, index i holds position i: the first
-        // `last + 1` entries are all any query can see.
-        let entries = (last + 1).min(capacity);
-        let stored = &l.positions[slot * capacity..slot * capacity + entries];
+        let entries = l.visible_entries(last);
+        let stored = &l.positions[slot * l.capacity..slot * l.capacity + entries];
         let mask: Vec<f32> = positions
             .iter()
             .flat_map(|&position| {
@@ -439,12 +453,7 @@ impl KvCache {
                 })
             })
             .collect();
-        let rows = |t: &Tensor| t.narrow(0, slot * capacity, entries)?.to_dtype(DType::F32);
-        Ok((
-            rows(keys)?,
-            rows(values)?,
-            Tensor::from_vec(mask, (positions.len(), entries), keys.device())?,
-        ))
+        Ok(Tensor::from_vec(mask, (positions.len(), entries), device)?)
     }
 
     /// Attention of one query token at `position` of sequence `slot` over
@@ -553,6 +562,12 @@ impl KvCache {
 }
 
 impl LayerCache {
+    /// Ring entries a query at position `last` may need: until the ring
+    /// wraps, index i holds position i, so the first `last + 1`.
+    fn visible_entries(&self, last: usize) -> usize {
+        (last + 1).min(self.capacity)
+    }
+
     /// The query heads of KV head `g` for one token: two-pass softmax over
     /// the visible keys, so every score and weight is formed once.
     ///

@@ -55,14 +55,6 @@ impl Backend {
         })
     }
 
-    /// The device that computes.
-    pub fn device(&self) -> &Device {
-        match self {
-            Backend::Native => &Device::Cpu,
-            Backend::Tensors(device) => device,
-        }
-    }
-
     fn same_as(&self, other: &Backend) -> bool {
         match (self, other) {
             (Backend::Native, Backend::Native) => true,

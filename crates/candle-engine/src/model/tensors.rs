@@ -171,6 +171,9 @@ pub(super) fn forward(
     }
     let restore = indices(restore.into_iter(), device)?;
 
+    // Masks of this step by (slot, window), built after the first such
+    // layer has written the step's positions.
+    let mut masks: Vec<((usize, Option<usize>), Tensor)> = Vec::new();
     let mut x = rms_norm(&residual, &vectors.layers[0].attention_norm, eps)?;
     for (index, (layer, lv)) in decoder.layers.iter().zip(&vectors.layers).enumerate() {
         let project = |weight: &candle_quant::QLinear, bias: &Option<Tensor>| -> Result<Tensor> {
@@ -218,7 +221,16 @@ pub(super) fn forward(
                 start += run;
             }
             let seq_positions: Vec<usize> = tokens.iter().map(|&t| batch.positions[t]).collect();
-            let (keys, values, mask) = cache.visible(index, *slot, &seq_positions)?;
+            let last = seq_positions.iter().copied().max().unwrap_or(0);
+            let (keys, values) = cache.visible_rows(index, *slot, last)?;
+            let mask = match masks.iter().find(|(key, _)| *key == (*slot, layer.window)) {
+                Some((_, mask)) => mask.clone(),
+                None => {
+                    let mask = cache.mask(index, *slot, &seq_positions, device)?;
+                    masks.push(((*slot, layer.window), mask.clone()));
+                    mask
+                }
+            };
             let entries = keys.dim(0)?;
             let t = tokens.len();
             // Grouped-query attention without repeating keys: the `group`
