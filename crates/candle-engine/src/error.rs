@@ -50,6 +50,12 @@ pub enum Error {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
 
+    #[error("this KV cache was made by another decoder; make one with Decoder::new_cache")]
+    ForeignCache,
+
+    #[error("internal error (a bug in hanzo-candle; please report it): {0}")]
+    Internal(String),
+
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -15,12 +15,13 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use crate::config::DecoderConfig;
-use crate::gguf::{gguf_name, GgufModel};
+use crate::gguf::GgufModel;
 use crate::tokenizer::{
     gguf_bpe_document, LLAMA3_REGEX, QWEN2_REGEX, SUPPORTED_GGUF_PRE, TOKEN_TYPE_CONTROL,
     TOKEN_TYPE_USER_DEFINED,
 };
-use crate::weights::TensorName;
+use crate::config::Family;
+use crate::weights::{GlobalTensor, LayerTensor, TensorName};
 use candle_quant::deploy::{plan_types, write_gguf, DeployError, Preset, Progress};
 use candle_quant::gguf::{GgufError, GgufFile, GgufVocab, Value, ValueType};
 use candle_quant::quant::dequantize;
@@ -218,7 +219,7 @@ pub fn quantize_hf_dir(
 
     let names: Vec<(String, Vec<usize>)> = tensors
         .iter()
-        .map(|t| (gguf_name(&t.name), t.shape.clone()))
+        .map(|t| (t.name.gguf(), t.shape.clone()))
         .collect();
     let plan = plan_types(preset, &names);
     let output_bytes = write_gguf(
@@ -406,15 +407,15 @@ impl Checkpoint {
             other => {
                 return Err(ExportError::UnsupportedDtype {
                     path: self.paths[t.file].clone(),
-                    tensor: t.name.hf(),
+                    tensor: t.name.hf(Family::Llama),
                     dtype: format!("{other:?}"),
                 })
             }
         };
         let cols = config.hidden_size;
         Ok(match t.name {
-            TensorName::Query(_) => interleave_rope_rows(&values, config.num_heads, cols),
-            TensorName::Key(_) => interleave_rope_rows(&values, config.num_kv_heads, cols),
+            TensorName::Layer(_, LayerTensor::Query) => interleave_rope_rows(&values, config.num_heads, cols),
+            TensorName::Layer(_, LayerTensor::Key) => interleave_rope_rows(&values, config.num_kv_heads, cols),
             _ => values,
         })
     }
@@ -425,10 +426,10 @@ impl Checkpoint {
 fn llama_tensors(config: &DecoderConfig, checkpoint: &Checkpoint) -> Result<Vec<SourceTensor>> {
     let expected = expected_tensors(
         config,
-        checkpoint.index.contains_key(&TensorName::Output.hf()),
+        checkpoint.index.contains_key(&TensorName::Global(GlobalTensor::Output).hf(Family::Llama)),
     );
     let known: std::collections::HashSet<String> =
-        expected.iter().map(|(name, _)| name.hf()).collect();
+        expected.iter().map(|(name, _)| name.hf(Family::Llama)).collect();
     let mut unknown: Vec<String> = checkpoint
         .index
         .keys()
@@ -443,7 +444,7 @@ fn llama_tensors(config: &DecoderConfig, checkpoint: &Checkpoint) -> Result<Vec<
     expected
         .into_iter()
         .map(|(name, shape)| {
-            let key = name.hf();
+            let key = name.hf(Family::Llama);
             let (file, dtype, found, range) =
                 checkpoint
                     .index
@@ -475,23 +476,23 @@ fn llama_tensors(config: &DecoderConfig, checkpoint: &Checkpoint) -> Result<Vec<
 fn expected_tensors(c: &DecoderConfig, has_output: bool) -> Vec<(TensorName, Vec<usize>)> {
     let (h, ffn) = (c.hidden_size, c.intermediate_size);
     let (q, kv) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-    let mut list = vec![(TensorName::TokenEmbedding, vec![c.vocab_size, h])];
+    let mut list = vec![(TensorName::Global(GlobalTensor::TokenEmbedding), vec![c.vocab_size, h])];
     for i in 0..c.num_layers {
         list.extend([
-            (TensorName::AttentionNorm(i), vec![h]),
-            (TensorName::Query(i), vec![q, h]),
-            (TensorName::Key(i), vec![kv, h]),
-            (TensorName::Value(i), vec![kv, h]),
-            (TensorName::AttentionOutput(i), vec![h, q]),
-            (TensorName::FfnNorm(i), vec![h]),
-            (TensorName::FfnGate(i), vec![ffn, h]),
-            (TensorName::FfnUp(i), vec![ffn, h]),
-            (TensorName::FfnDown(i), vec![h, ffn]),
+            (TensorName::Layer(i, LayerTensor::AttentionNorm), vec![h]),
+            (TensorName::Layer(i, LayerTensor::Query), vec![q, h]),
+            (TensorName::Layer(i, LayerTensor::Key), vec![kv, h]),
+            (TensorName::Layer(i, LayerTensor::Value), vec![kv, h]),
+            (TensorName::Layer(i, LayerTensor::AttentionOutput), vec![h, q]),
+            (TensorName::Layer(i, LayerTensor::FfnNorm), vec![h]),
+            (TensorName::Layer(i, LayerTensor::FfnGate), vec![ffn, h]),
+            (TensorName::Layer(i, LayerTensor::FfnUp), vec![ffn, h]),
+            (TensorName::Layer(i, LayerTensor::FfnDown), vec![h, ffn]),
         ]);
     }
-    list.push((TensorName::OutputNorm, vec![h]));
+    list.push((TensorName::Global(GlobalTensor::OutputNorm), vec![h]));
     if has_output && !c.tie_word_embeddings {
-        list.push((TensorName::Output, vec![c.vocab_size, h]));
+        list.push((TensorName::Global(GlobalTensor::Output), vec![c.vocab_size, h]));
     }
     list
 }
@@ -836,7 +837,7 @@ pub fn gguf_to_hf_dir(gguf: &Path, out_dir: &Path) -> Result<()> {
 
     let tensors = expected_tensors(&config, file.tensor("output.weight").is_ok());
     write_f32_safetensors(&out_dir.join("model.safetensors"), &tensors, |name, n| {
-        let key = gguf_name(name);
+        let key = name.gguf();
         let view = file.tensor(&key)?;
         let ty = QuantType::from_ggml_id(view.info.ggml_type.id()).ok_or_else(|| {
             ExportError::Field {
@@ -848,8 +849,8 @@ pub fn gguf_to_hf_dir(gguf: &Path, out_dir: &Path) -> Result<()> {
         })?;
         let values = dequantize(ty, view.data, n).map_err(crate::Error::from)?;
         Ok(match name {
-            TensorName::Query(_) => deinterleave_rope_rows(&values, c.num_heads, c.hidden_size),
-            TensorName::Key(_) => deinterleave_rope_rows(&values, c.num_kv_heads, c.hidden_size),
+            TensorName::Layer(_, LayerTensor::Query) => deinterleave_rope_rows(&values, c.num_heads, c.hidden_size),
+            TensorName::Layer(_, LayerTensor::Key) => deinterleave_rope_rows(&values, c.num_kv_heads, c.hidden_size),
             _ => values,
         })
     })
@@ -883,7 +884,7 @@ fn write_f32_safetensors(
     for (name, shape) in tensors {
         let bytes = shape.iter().product::<usize>() * 4;
         header.insert(
-            name.hf(),
+            name.hf(Family::Llama),
             json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
         );
         offset += bytes;

@@ -4,7 +4,7 @@
 
 use crate::config::{layer_windows, DecoderConfig, Family, FamilyTraits, RopeLayout};
 use crate::tokenizer::{GgufTokenizerOptions, GgufTokenizerSpec, Tokenizer};
-use crate::weights::{LayerTensor, RawTensor, TensorName, WeightSource};
+use crate::weights::{RawTensor, TensorName, WeightSource};
 use crate::{Error, Result};
 use candle_quant::gguf::{GgufFile, GgufVocab};
 use candle_quant::{QuantType, WeightBytes};
@@ -157,24 +157,6 @@ impl GgufModel {
     }
 }
 
-/// llama.cpp's GGUF name of a decoder tensor.
-pub fn gguf_name(name: &TensorName) -> String {
-    match *name {
-        TensorName::TokenEmbedding => "token_embd.weight".into(),
-        TensorName::OutputNorm => "output_norm.weight".into(),
-        TensorName::Output => "output.weight".into(),
-        TensorName::AttentionNorm(i) => format!("blk.{i}.attn_norm.weight"),
-        TensorName::Query(i) => format!("blk.{i}.attn_q.weight"),
-        TensorName::Key(i) => format!("blk.{i}.attn_k.weight"),
-        TensorName::Value(i) => format!("blk.{i}.attn_v.weight"),
-        TensorName::AttentionOutput(i) => format!("blk.{i}.attn_output.weight"),
-        TensorName::FfnNorm(i) => format!("blk.{i}.ffn_norm.weight"),
-        TensorName::FfnGate(i) => format!("blk.{i}.ffn_gate.weight"),
-        TensorName::FfnUp(i) => format!("blk.{i}.ffn_up.weight"),
-        TensorName::FfnDown(i) => format!("blk.{i}.ffn_down.weight"),
-    }
-}
-
 /// A metadata value that may be absent; present with the wrong type is
 /// still an error naming the key.
 fn optional<'f, T>(
@@ -188,12 +170,15 @@ fn optional<'f, T>(
     }
 }
 
-impl GgufModel {
-    fn get(&self, key: String) -> Result<RawTensor> {
-        let view = self
-            .file
-            .tensor(&key)
-            .map_err(|_| Error::MissingTensor(key.clone()))?;
+impl WeightSource for GgufModel {
+    fn key(&self, name: TensorName, _family: Family) -> String {
+        name.gguf()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<RawTensor>> {
+        let Ok(view) = self.file.tensor(key) else {
+            return Ok(None);
+        };
         let ggml = view.info.ggml_type;
         let ty = QuantType::from_ggml_id(ggml.id()).ok_or_else(|| {
             Error::InvalidModel(format!(
@@ -208,28 +193,11 @@ impl GgufModel {
         })?;
         let start = self.file.data_offset() + view.info.offset as usize;
         let bytes = WeightBytes::new(self.file.clone(), start..start + view.data.len())?;
-        Ok(RawTensor {
+        Ok(Some(RawTensor {
+            key: key.to_string(),
             ty,
             dims: view.info.shape(),
             bytes,
-        })
-    }
-}
-
-impl WeightSource for GgufModel {
-    fn tensor(&self, name: &TensorName) -> Result<RawTensor> {
-        self.get(gguf_name(name))
-    }
-
-    fn contains(&self, name: &TensorName) -> bool {
-        self.file.tensor(&gguf_name(name)).is_ok()
-    }
-
-    fn layer_tensor(&self, layer: usize, part: LayerTensor) -> Result<RawTensor> {
-        self.get(part.gguf(layer))
-    }
-
-    fn contains_layer_tensor(&self, layer: usize, part: LayerTensor) -> bool {
-        self.file.tensor(&part.gguf(layer)).is_ok()
+        }))
     }
 }

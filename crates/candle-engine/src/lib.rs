@@ -3,6 +3,7 @@
 //! This crate compiles for `wasm32-unknown-unknown`: file access, memory
 //! mapping and threads stay at the edges, behind small interfaces.
 
+mod backend;
 pub mod chat;
 pub mod config;
 mod error;
@@ -23,5 +24,7 @@ pub mod weights;
 
 pub use config::{DecoderConfig, Family, RopeLayout};
 pub use error::{Error, Result};
-pub use model::{Backend, Batch, Decoder};
+pub use backend::Backend;
+pub use kv_cache::{CacheOptions, KvCache, KvPrecision};
+pub use model::{Batch, Decoder};
 pub use quantized_llama::QuantizedLlama;

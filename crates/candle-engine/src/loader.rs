@@ -4,7 +4,8 @@
 use crate::chat::ChatTemplate;
 use crate::config::DecoderConfig;
 use crate::gguf::GgufModel;
-use crate::model::{Backend, Decoder};
+use crate::backend::Backend;
+use crate::model::Decoder;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{SafetensorsDir, WeightSource};
 use crate::{Error, Result};

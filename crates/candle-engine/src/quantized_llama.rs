@@ -2,8 +2,9 @@
 //! &device)` and `forward(&input, position_offset)`.
 
 use crate::gguf::GgufModel;
-use crate::kv_cache::{KvCache, KvPrecision};
-use crate::model::{Backend, Batch, Decoder};
+use crate::backend::Backend;
+use crate::kv_cache::{CacheOptions, KvCache, KvPrecision};
+use crate::model::{Batch, Decoder};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 #[cfg(not(target_arch = "wasm32"))]
@@ -52,14 +53,13 @@ impl QuantizedLlama {
         let config = model.config()?;
         let context = config.max_position_embeddings.min(4096);
         let decoder = Decoder::load_on(config, &model, context, backend)?;
-        let cache = KvCache::for_backend(
-            &decoder.cache_geometry(),
-            1,
-            context,
-            STEP,
-            KvPrecision::F32,
-            decoder.backend(),
-        )?;
+        // f32 keys and values: this API's users compare its logits with
+        // reference implementations.
+        let cache = decoder.new_cache(CacheOptions {
+            max_step_tokens: STEP,
+            precision: KvPrecision::F32,
+            ..CacheOptions::default()
+        })?;
         Ok(Self {
             decoder,
             cache: Mutex::new(cache),
@@ -84,7 +84,7 @@ impl QuantizedLlama {
         let mut cache = self
             .cache
             .lock()
-            .map_err(|_| Error::InvalidBatch("the cache lock is poisoned".into()))?;
+            .map_err(|_| Error::Internal("an earlier call panicked while holding the KV cache".into()))?;
         if position_offset == 0 {
             cache.clear(0);
         } else if position_offset != cache.len(0) {

@@ -127,10 +127,16 @@ pub fn exp(x: f32) -> f32 {
     e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// `cap * tanh(x / cap)` on every value.
+/// Gemma's logit soft-capping, `cap * tanh(x / cap)`: smooth, and bounded
+/// by `cap` in magnitude.
+pub fn softcapped(x: f32, cap: f32) -> f32 {
+    cap * (x / cap).tanh()
+}
+
+/// [`softcapped`] on every value.
 pub fn softcap(x: &mut [f32], cap: f32) {
     for v in x {
-        *v = cap * (*v / cap).tanh();
+        *v = softcapped(*v, cap);
     }
 }
 

@@ -3,7 +3,8 @@
 //! possible, so that every linear layer becomes a [`QLinear`] and there is
 //! one matmul path whatever the format.
 
-use crate::model::Backend;
+use crate::backend::Backend;
+use crate::config::Family;
 use crate::{Error, Result};
 use candle_quant::{QLinear, QuantType, WeightBytes};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ impl AsRef<[u8]> for SharedBytes {
 /// One tensor of a checkpoint. `dims` is in row-major order, outermost
 /// first (`[out_features, in_features]` for a linear layer).
 pub struct RawTensor {
+    /// The file's own name of the tensor, for errors.
+    pub key: String,
     pub ty: QuantType,
     pub dims: Vec<usize>,
     pub bytes: WeightBytes,
@@ -28,16 +31,57 @@ pub struct RawTensor {
 /// A checkpoint the decoder can read tensors from, by the decoder's own
 /// names (see [`TensorName`]).
 pub trait WeightSource {
-    fn tensor(&self, name: &TensorName) -> Result<RawTensor>;
-    fn contains(&self, name: &TensorName) -> bool;
-    /// A tensor of `layer` that only some families have.
-    fn layer_tensor(&self, layer: usize, part: LayerTensor) -> Result<RawTensor>;
-    fn contains_layer_tensor(&self, layer: usize, part: LayerTensor) -> bool;
+    /// The file's own key for `name` in a model of `family`.
+    fn key(&self, name: TensorName, family: Family) -> String;
+
+    /// The tensor stored under `key`, or `None` when the file lacks it.
+    fn get(&self, key: &str) -> Result<Option<RawTensor>>;
+
+    /// The tensor `name` of a `family` model, or `None` when the checkpoint
+    /// lacks it (tensors only some files carry: biases, a separate output).
+    fn find(&self, name: TensorName, family: Family) -> Result<Option<RawTensor>> {
+        self.get(&self.key(name, family))
+    }
+
+    /// The tensor `name` of a `family` model; its absence is an error naming
+    /// the file's key.
+    fn tensor(&self, name: TensorName, family: Family) -> Result<RawTensor> {
+        let key = self.key(name, family);
+        self.get(&key)?.ok_or(Error::MissingTensor(key))
+    }
 }
 
-/// Per-layer tensors beyond the LLaMA set, present in some families only.
+/// The tensors of a decoder, independent of any file format's naming: a
+/// few global ones, and the same parts in every layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorName {
+    Global(GlobalTensor),
+    Layer(usize, LayerTensor),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalTensor {
+    /// [vocab, hidden]
+    TokenEmbedding,
+    /// [hidden]
+    OutputNorm,
+    /// [vocab, hidden]; absent when tied to the embedding.
+    Output,
+}
+
+/// The parts of one layer. The LLaMA set comes first; the others exist in
+/// some families only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerTensor {
+    AttentionNorm,
+    Query,
+    Key,
+    Value,
+    AttentionOutput,
+    FfnNorm,
+    FfnGate,
+    FfnUp,
+    FfnDown,
     /// Qwen2's projection biases: [heads * head_dim] and [kv_heads * head_dim].
     QueryBias,
     KeyBias,
@@ -54,85 +98,81 @@ pub enum LayerTensor {
     FusedGateUp,
 }
 
-impl LayerTensor {
-    /// The name in Hugging Face `transformers` checkpoints.
-    pub fn hf(self, layer: usize) -> String {
-        let suffix = match self {
-            Self::QueryBias => "self_attn.q_proj.bias",
-            Self::KeyBias => "self_attn.k_proj.bias",
-            Self::ValueBias => "self_attn.v_proj.bias",
-            Self::QueryNorm => "self_attn.q_norm.weight",
-            Self::KeyNorm => "self_attn.k_norm.weight",
-            Self::PostAttentionNorm => "post_attention_layernorm.weight",
-            Self::PostFfnNorm => "post_feedforward_layernorm.weight",
-            Self::FusedQkv => "self_attn.qkv_proj.weight",
-            Self::FusedGateUp => "mlp.gate_up_proj.weight",
+impl TensorName {
+    /// The name in Hugging Face `transformers` checkpoints of `family`.
+    pub fn hf(self, family: Family) -> String {
+        let gemma = matches!(family, Family::Gemma2 | Family::Gemma3);
+        let (layer, part) = match self {
+            Self::Global(GlobalTensor::TokenEmbedding) => return "model.embed_tokens.weight".into(),
+            Self::Global(GlobalTensor::OutputNorm) => return "model.norm.weight".into(),
+            Self::Global(GlobalTensor::Output) => return "lm_head.weight".into(),
+            Self::Layer(layer, part) => (layer, part),
+        };
+        let suffix = match part {
+            LayerTensor::AttentionNorm => "input_layernorm.weight",
+            LayerTensor::Query => "self_attn.q_proj.weight",
+            LayerTensor::Key => "self_attn.k_proj.weight",
+            LayerTensor::Value => "self_attn.v_proj.weight",
+            LayerTensor::AttentionOutput => "self_attn.o_proj.weight",
+            // Gemma's `post_attention_layernorm` is a sandwich norm; its
+            // pre-FFN norm has a name of its own.
+            LayerTensor::FfnNorm if gemma => "pre_feedforward_layernorm.weight",
+            LayerTensor::FfnNorm => "post_attention_layernorm.weight",
+            LayerTensor::FfnGate => "mlp.gate_proj.weight",
+            LayerTensor::FfnUp => "mlp.up_proj.weight",
+            LayerTensor::FfnDown => "mlp.down_proj.weight",
+            LayerTensor::QueryBias => "self_attn.q_proj.bias",
+            LayerTensor::KeyBias => "self_attn.k_proj.bias",
+            LayerTensor::ValueBias => "self_attn.v_proj.bias",
+            LayerTensor::QueryNorm => "self_attn.q_norm.weight",
+            LayerTensor::KeyNorm => "self_attn.k_norm.weight",
+            LayerTensor::PostAttentionNorm => "post_attention_layernorm.weight",
+            LayerTensor::PostFfnNorm => "post_feedforward_layernorm.weight",
+            LayerTensor::FusedQkv => "self_attn.qkv_proj.weight",
+            LayerTensor::FusedGateUp => "mlp.gate_up_proj.weight",
         };
         format!("model.layers.{layer}.{suffix}")
     }
 
-    /// The name llama.cpp's converter gives it.
-    pub fn gguf(self, layer: usize) -> String {
-        let suffix = match self {
-            Self::QueryBias => "attn_q.bias",
-            Self::KeyBias => "attn_k.bias",
-            Self::ValueBias => "attn_v.bias",
-            Self::QueryNorm => "attn_q_norm.weight",
-            Self::KeyNorm => "attn_k_norm.weight",
-            Self::PostAttentionNorm => "post_attention_norm.weight",
-            Self::PostFfnNorm => "post_ffw_norm.weight",
-            Self::FusedQkv => "attn_qkv.weight",
+    /// The name llama.cpp's converter gives it (the same in every family).
+    pub fn gguf(self) -> String {
+        let (layer, part) = match self {
+            Self::Global(GlobalTensor::TokenEmbedding) => return "token_embd.weight".into(),
+            Self::Global(GlobalTensor::OutputNorm) => return "output_norm.weight".into(),
+            Self::Global(GlobalTensor::Output) => return "output.weight".into(),
+            Self::Layer(layer, part) => (layer, part),
+        };
+        let suffix = match part {
+            LayerTensor::AttentionNorm => "attn_norm.weight",
+            LayerTensor::Query => "attn_q.weight",
+            LayerTensor::Key => "attn_k.weight",
+            LayerTensor::Value => "attn_v.weight",
+            LayerTensor::AttentionOutput => "attn_output.weight",
+            LayerTensor::FfnNorm => "ffn_norm.weight",
+            LayerTensor::FfnGate => "ffn_gate.weight",
+            LayerTensor::FfnUp => "ffn_up.weight",
+            LayerTensor::FfnDown => "ffn_down.weight",
+            LayerTensor::QueryBias => "attn_q.bias",
+            LayerTensor::KeyBias => "attn_k.bias",
+            LayerTensor::ValueBias => "attn_v.bias",
+            LayerTensor::QueryNorm => "attn_q_norm.weight",
+            LayerTensor::KeyNorm => "attn_k_norm.weight",
+            LayerTensor::PostAttentionNorm => "post_attention_norm.weight",
+            LayerTensor::PostFfnNorm => "post_ffw_norm.weight",
+            LayerTensor::FusedQkv => "attn_qkv.weight",
             // Phi-3 GGUF files keep the stacked gate/up under the up name.
-            Self::FusedGateUp => "ffn_up.weight",
+            LayerTensor::FusedGateUp => "ffn_up.weight",
         };
         format!("blk.{layer}.{suffix}")
     }
 }
 
-/// The tensors of a LLaMA-style decoder, independent of any file format's
-/// naming.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TensorName {
-    TokenEmbedding,
-    OutputNorm,
-    Output,
-    AttentionNorm(usize),
-    Query(usize),
-    Key(usize),
-    Value(usize),
-    AttentionOutput(usize),
-    FfnNorm(usize),
-    FfnGate(usize),
-    FfnUp(usize),
-    FfnDown(usize),
-}
-
-impl TensorName {
-    /// The name in Hugging Face `transformers` checkpoints.
-    pub fn hf(&self) -> String {
-        match *self {
-            Self::TokenEmbedding => "model.embed_tokens.weight".into(),
-            Self::OutputNorm => "model.norm.weight".into(),
-            Self::Output => "lm_head.weight".into(),
-            Self::AttentionNorm(i) => format!("model.layers.{i}.input_layernorm.weight"),
-            Self::Query(i) => format!("model.layers.{i}.self_attn.q_proj.weight"),
-            Self::Key(i) => format!("model.layers.{i}.self_attn.k_proj.weight"),
-            Self::Value(i) => format!("model.layers.{i}.self_attn.v_proj.weight"),
-            Self::AttentionOutput(i) => format!("model.layers.{i}.self_attn.o_proj.weight"),
-            Self::FfnNorm(i) => format!("model.layers.{i}.post_attention_layernorm.weight"),
-            Self::FfnGate(i) => format!("model.layers.{i}.mlp.gate_proj.weight"),
-            Self::FfnUp(i) => format!("model.layers.{i}.mlp.up_proj.weight"),
-            Self::FfnDown(i) => format!("model.layers.{i}.mlp.down_proj.weight"),
-        }
-    }
-}
-
 impl RawTensor {
     /// Fails unless the tensor has shape `expected`.
-    pub fn check_dims(&self, name: &dyn std::fmt::Debug, expected: &[usize]) -> Result<()> {
+    pub fn check_dims(&self, expected: &[usize]) -> Result<()> {
         if self.dims != expected {
             return Err(Error::TensorShape {
-                name: format!("{name:?}"),
+                name: self.key.clone(),
                 expected: expected.to_vec(),
                 got: self.dims.clone(),
             });
@@ -144,49 +184,45 @@ impl RawTensor {
     /// expected shape.
     pub fn into_linear(
         self,
-        name: &TensorName,
         out_features: usize,
         in_features: usize,
         backend: &Backend,
     ) -> Result<QLinear> {
-        self.check_dims(name, &[out_features, in_features])?;
+        self.check_dims(&[out_features, in_features])?;
         linear_for(backend, self.ty, out_features, in_features, self.bytes)
     }
 
     /// Splits a `[sum(rows), in_features]` matrix stacked by rows into one
     /// linear layer per part, each borrowing its rows of the same bytes.
-    pub fn split_rows(
+    pub fn split_rows<const N: usize>(
         self,
-        name: &str,
-        rows: &[usize],
+        rows: [usize; N],
         in_features: usize,
         backend: &Backend,
-    ) -> Result<Vec<QLinear>> {
-        let total: usize = rows.iter().sum();
-        if self.dims != [total, in_features] {
-            return Err(Error::TensorShape {
-                name: name.to_string(),
-                expected: vec![total, in_features],
-                got: self.dims.clone(),
-            });
-        }
+    ) -> Result<[QLinear; N]> {
+        self.check_dims(&[rows.iter().sum(), in_features])?;
         let row_bytes = self.ty.row_bytes(in_features)?;
         let whole = Arc::new(SharedBytes(self.bytes));
         let mut start = 0;
-        rows.iter()
+        let parts = rows
+            .iter()
             .map(|&n| {
                 let range = start * row_bytes..(start + n) * row_bytes;
                 start += n;
                 let bytes = WeightBytes::new(whole.clone(), range)?;
                 linear_for(backend, self.ty, n, in_features, bytes)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // One part per entry of `rows`, by construction.
+        parts
+            .try_into()
+            .map_err(|_| Error::Internal(format!("{} split into the wrong number of parts", self.key)))
     }
 
-    /// All values as f32 (norm weights, embedding tables), checked against
-    /// the expected shape.
-    pub fn to_f32(&self, name: &dyn std::fmt::Debug, expected: &[usize]) -> Result<Vec<f32>> {
-        self.check_dims(name, expected)?;
+    /// All values as f32 (norm weights, biases), checked against the
+    /// expected shape.
+    pub fn to_f32(&self, expected: &[usize]) -> Result<Vec<f32>> {
+        self.check_dims(expected)?;
         let n = expected.iter().product();
         Ok(candle_quant::quant::dequantize(
             self.ty,
@@ -282,46 +318,21 @@ mod native {
         }
     }
 
-    impl SafetensorsDir {
-        fn get(&self, key: String) -> Result<RawTensor> {
-            let (file, ty, dims, range) =
-                self.tensors.get(&key).ok_or(Error::MissingTensor(key))?;
-            Ok(RawTensor {
+    impl WeightSource for SafetensorsDir {
+        fn key(&self, name: TensorName, family: Family) -> String {
+            name.hf(family)
+        }
+
+        fn get(&self, key: &str) -> Result<Option<RawTensor>> {
+            let Some((file, ty, dims, range)) = self.tensors.get(key) else {
+                return Ok(None);
+            };
+            Ok(Some(RawTensor {
+                key: key.to_string(),
                 ty: *ty,
                 dims: dims.clone(),
                 bytes: WeightBytes::new(self.maps[*file].clone(), range.clone())?,
-            })
-        }
-
-        /// Gemma checkpoints name the pre-FFN norm `pre_feedforward_layernorm`
-        /// (their `post_attention_layernorm` is a sandwich norm); the others
-        /// call it `post_attention_layernorm`.
-        fn key(&self, name: &TensorName) -> String {
-            if let TensorName::FfnNorm(i) = *name {
-                let gemma = format!("model.layers.{i}.pre_feedforward_layernorm.weight");
-                if self.tensors.contains_key(&gemma) {
-                    return gemma;
-                }
-            }
-            name.hf()
-        }
-    }
-
-    impl WeightSource for SafetensorsDir {
-        fn tensor(&self, name: &TensorName) -> Result<RawTensor> {
-            self.get(self.key(name))
-        }
-
-        fn contains(&self, name: &TensorName) -> bool {
-            self.tensors.contains_key(&self.key(name))
-        }
-
-        fn layer_tensor(&self, layer: usize, part: LayerTensor) -> Result<RawTensor> {
-            self.get(part.hf(layer))
-        }
-
-        fn contains_layer_tensor(&self, layer: usize, part: LayerTensor) -> bool {
-            self.tensors.contains_key(&part.hf(layer))
+            }))
         }
     }
 }

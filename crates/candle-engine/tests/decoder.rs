@@ -8,7 +8,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use candle_engine::kv_cache::{KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::weights::SafetensorsDir;
 use candle_engine::{Backend, Batch, Decoder, DecoderConfig, Error};
 use std::path::PathBuf;
@@ -46,14 +46,12 @@ fn load() -> (Decoder, Vec<u32>, Vec<Vec<f32>>) {
 }
 
 fn cache_with_step(decoder: &Decoder, slots: usize, step: usize) -> KvCache {
-    KvCache::for_backend(
-        &decoder.cache_geometry(),
+    decoder.new_cache(CacheOptions {
         slots,
-        64,
-        step,
-        KvPrecision::F32,
-        decoder.backend(),
-    )
+        max_context: Some(64),
+        max_step_tokens: step,
+        precision: KvPrecision::F32,
+    })
     .unwrap()
 }
 
@@ -161,31 +159,38 @@ fn bad_batches_are_errors_that_say_what_is_wrong() {
 }
 
 #[test]
-fn a_cache_built_for_the_other_backend_is_refused() {
+fn a_cache_made_by_another_decoder_is_refused() {
     for backend in BACKENDS {
         let (decoder, _, _) = load_on(backend());
         let other = match decoder.backend() {
             Backend::Native => common::tensor_backend(),
             Backend::Tensors(_) => Backend::Native,
         };
-        let mut cache = KvCache::for_backend(
-            &decoder.cache_geometry(),
-            1,
-            64,
-            16,
-            KvPrecision::F32,
-            &other,
-        )
-        .unwrap();
-        let err = decoder
-            .forward(&Batch::single(0, 0, &[1, 2]), &mut cache)
-            .unwrap_err();
-        assert!(err.to_string().contains("KvCache::for_backend"), "{err}");
+        for maker in [load_on(other).0, load_on(decoder.backend().clone()).0] {
+            let mut cache = cache_for(&maker, 1);
+            let err = decoder
+                .forward(&Batch::single(0, 0, &[1, 2]), &mut cache)
+                .unwrap_err();
+            assert!(matches!(err, Error::ForeignCache), "{err}");
+            assert!(err.to_string().contains("Decoder::new_cache"), "{err}");
+        }
     }
     assert!(Backend::from_name("cuda:x")
         .unwrap_err()
         .to_string()
         .contains("use cpu, cuda:N or metal:N"));
+}
+
+#[test]
+fn a_cache_larger_than_the_decoder_context_is_refused() {
+    let (decoder, _, _) = load();
+    let err = decoder
+        .new_cache(CacheOptions {
+            max_context: Some(65),
+            ..CacheOptions::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("65") && err.to_string().contains("64"), "{err}");
 }
 
 #[test]
@@ -286,4 +291,16 @@ fn generating_prompts_together_gives_the_greedy_tokens_each_gets_alone() {
             assert_eq!(batched.tokens.len(), 10);
         }
     }
+}
+
+/// A server shares one loaded model between its request handlers and its
+/// engine thread; this fails to compile if a field ever stops being
+/// thread-safe.
+#[test]
+fn a_loaded_model_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<std::sync::Arc<candle_engine::loader::Model>>();
+    shareable::<std::sync::Arc<Decoder>>();
+    fn sendable<T: Send>() {}
+    sendable::<KvCache>();
 }

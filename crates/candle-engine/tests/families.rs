@@ -10,7 +10,7 @@ mod common;
 
 use candle_core::Device;
 use candle_engine::gguf::GgufModel;
-use candle_engine::kv_cache::{KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::weights::{SafetensorsDir, WeightSource};
 use candle_engine::{Backend, Batch, Decoder, DecoderConfig, Error, Family};
 use candle_quant::gguf::{GgmlType, GgufFile, GgufWriter};
@@ -65,14 +65,12 @@ fn hf_config(family: &str) -> DecoderConfig {
 /// `step`-token steps), then feeds the rest one token at a time, and returns
 /// the logits of every position.
 fn run(decoder: &Decoder, reference: &Reference, step: usize) -> Vec<Vec<f32>> {
-    let mut cache = KvCache::for_backend(
-        &decoder.cache_geometry(),
-        1,
-        MAX_CONTEXT,
-        step,
-        KvPrecision::F32,
-        decoder.backend(),
-    )
+    let mut cache = decoder.new_cache(CacheOptions {
+        slots: 1,
+        max_context: Some(MAX_CONTEXT),
+        max_step_tokens: step,
+        precision: KvPrecision::F32,
+    })
     .unwrap();
     let prompt = &reference.tokens[..reference.prompt_len];
     let mut rows = Vec::new();

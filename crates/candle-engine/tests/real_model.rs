@@ -12,7 +12,7 @@
 mod common;
 
 use candle_engine::gguf::GgufModel;
-use candle_engine::kv_cache::{KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::{Backend, Batch, Decoder};
 use std::path::PathBuf;
 
@@ -132,14 +132,12 @@ fn load_on(model: &RealModel, backend: Backend) -> (GgufModel, Decoder) {
 
 /// llama.cpp's default cache precision, for `decoder`'s backend.
 fn f16_cache(decoder: &Decoder) -> KvCache {
-    KvCache::for_backend(
-        &decoder.cache_geometry(),
-        1,
-        512,
-        512,
-        KvPrecision::F16,
-        decoder.backend(),
-    )
+    decoder.new_cache(CacheOptions {
+        slots: 1,
+        max_context: Some(512),
+        max_step_tokens: 512,
+        precision: KvPrecision::F16,
+    })
     .unwrap()
 }
 

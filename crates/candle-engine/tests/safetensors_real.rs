@@ -16,7 +16,7 @@ mod common;
 
 use candle_engine::export::{gguf_to_hf_dir, quantize_hf_dir};
 use candle_engine::generate::{generate, GenerationParams};
-use candle_engine::kv_cache::{KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::{Backend, Batch};
 use candle_quant::deploy::Preset;
@@ -116,14 +116,12 @@ fn quantized(preset: Preset) -> PathBuf {
 
 /// A one-sequence f32 cache for `model`'s backend, as transformers keeps.
 fn f32_cache(model: &Model) -> KvCache {
-    KvCache::for_backend(
-        &model.decoder.cache_geometry(),
-        1,
-        64,
-        64,
-        KvPrecision::F32,
-        model.decoder.backend(),
-    )
+    model.decoder.new_cache(CacheOptions {
+        slots: 1,
+        max_context: Some(64),
+        max_step_tokens: 64,
+        precision: KvPrecision::F32,
+    })
     .unwrap()
 }
 
@@ -406,7 +404,12 @@ fn q4_k_m_quantized_dir_follows_the_mixture_loads_and_generates() {
         .tokenizer
         .encode("The capital of France is", false)
         .unwrap();
-    let mut cache = KvCache::new(&model.decoder.cache_geometry(), 1, 64, 64).unwrap();
+    let mut cache = model.decoder.new_cache(CacheOptions {
+        slots: 1,
+        max_context: Some(64),
+        max_step_tokens: 64,
+        precision: KvPrecision::F32,
+    }).unwrap();
     let params = GenerationParams {
         max_tokens: 8,
         ..GenerationParams::default()

@@ -17,7 +17,7 @@
 
 use crate::models;
 use anyhow::Context;
-use candle_engine::kv_cache::{KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::Batch;
 use candle_quant::gguf::GgufFile;
@@ -332,13 +332,11 @@ fn round(path: &Path, args: &BenchArgs) -> anyhow::Result<Round> {
         KvCacheType::F16 => KvPrecision::F16,
         KvCacheType::F32 => KvPrecision::F32,
     };
-    let mut cache = KvCache::with_precision(
-        &model.decoder.cache_geometry(),
-        1,
-        context,
-        longest,
+    let mut cache = model.decoder.new_cache(CacheOptions {
+        max_step_tokens: longest,
         precision,
-    )?;
+        ..CacheOptions::default()
+    })?;
     let load = started.elapsed();
     let vocab = model.decoder.config().vocab_size;
 

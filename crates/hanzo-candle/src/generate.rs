@@ -4,7 +4,7 @@ use crate::models;
 use anyhow::Context;
 use candle_engine::chat::Message;
 use candle_engine::generate::{generate, Event, FinishReason, GenerationParams};
-use candle_engine::kv_cache::{KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::sampling::SamplingParams;
 use candle_engine::Backend;
@@ -48,14 +48,11 @@ impl ModelArgs {
             KvCacheType::F16 => KvPrecision::F16,
             KvCacheType::F32 => KvPrecision::F32,
         };
-        Ok(KvCache::for_backend(
-            &model.decoder.cache_geometry(),
-            1,
-            model.max_context,
-            PREFILL_CHUNK,
+        Ok(model.decoder.new_cache(CacheOptions {
+            max_step_tokens: PREFILL_CHUNK,
             precision,
-            model.decoder.backend(),
-        )?)
+            ..CacheOptions::default()
+        })?)
     }
 }
 
