@@ -1,6 +1,7 @@
 //! `hanzo-candle`: the Hanzo Candle command-line tool.
 
 mod bench;
+mod csv;
 mod demo;
 mod generate;
 mod inspect;
