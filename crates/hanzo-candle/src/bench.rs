@@ -16,6 +16,7 @@
 //! the start of most vocabularies, identical across engines.
 
 use crate::models;
+use crate::threads::ThreadsArg;
 use anyhow::Context;
 use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::loader::Model;
@@ -36,23 +37,27 @@ pub struct BenchArgs {
     /// A .gguf file or a Hugging Face model directory (default: SmolLM2-135M-Instruct Q4_1).
     #[arg(short, long)]
     model: Option<String>,
-    /// Threads for the matmuls (default: $HANZO_NUM_THREADS, else every core).
-    #[arg(short, long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: ThreadsArg,
     /// Prompt lengths to time prefill at, comma-separated; decode continues a
-    /// prompt of the first length.
+    /// prompt of the first length (llama-bench's -p).
     #[arg(
         short = 'p',
-        long = "prompt",
+        long = "n-prompt",
         value_delimiter = ',',
         default_value = "128,512"
     )]
     prompt_lengths: Vec<usize>,
-    /// Tokens to decode, one forward each.
-    #[arg(short = 'n', long = "decode", default_value_t = 128)]
+    /// Tokens to generate, one forward each (llama-bench's -n).
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        visible_aliases = ["max-tokens", "n-gen"],
+        default_value_t = 128
+    )]
     decode_tokens: usize,
     /// Repetitions (each loads the model again); the median, min and max are reported.
-    #[arg(short, long, default_value_t = 3)]
+    #[arg(short, long, visible_alias = "repetitions", default_value_t = 3)]
     repeats: usize,
     /// Element type of the KV cache (f16 is llama.cpp's default too).
     #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
@@ -92,18 +97,15 @@ impl BenchArgs {
                 found,
             })
         };
-        if self.threads == Some(0) {
-            return invalid("--threads", "at least 1", "0".into());
-        }
         if self.prompt_lengths.is_empty() || self.prompt_lengths.contains(&0) {
             return invalid(
-                "--prompt",
+                "--n-prompt",
                 "one or more positive lengths",
                 format!("{:?}", self.prompt_lengths),
             );
         }
         if self.decode_tokens == 0 {
-            return invalid("--decode", "at least 1", "0".into());
+            return invalid("--n-predict", "at least 1", "0".into());
         }
         if self.repeats == 0 {
             return invalid("--repeats", "at least 1", "0".into());
@@ -177,14 +179,7 @@ struct Round {
 /// ```
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     args.validate()?;
-    if let Some(threads) = args.threads {
-        // candle's own kernels (used by the element-wise and attention ops)
-        // read these when their pools start; set before any thread exists.
-        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        candle_quant::kernels::set_num_threads(threads)?;
-    }
-    let threads = candle_quant::kernels::num_threads()?;
+    let threads = args.threads.apply()?;
     let path = models::resolve(args.model.as_deref())?;
     let file_bytes = file_bytes(&path)?;
 

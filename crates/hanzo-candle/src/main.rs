@@ -8,6 +8,7 @@ mod inspect;
 mod models;
 mod quantize;
 mod sample;
+mod threads;
 
 use clap::{Parser, Subcommand};
 
