@@ -1,7 +1,8 @@
 //! Numeric CSV tables for `hanzo-candle sample`: a header row naming the
 //! columns, then rows of finite numbers. Parsing (quoting, line endings,
 //! blank lines) is the `csv` crate's; every error names the file, the line
-//! and the column at fault.
+//! and the column at fault. Lines are counted from byte offsets because the
+//! crate's own line count leaves out the blank lines it skips.
 
 use std::path::Path;
 
@@ -55,16 +56,35 @@ impl Table {
 /// Reads the CSV file at `path` (see [`parse`]).
 pub fn read(path: &Path) -> Result<Table, CsvError> {
     let origin = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| CsvError::Io {
+    let text = std::fs::read(path).map_err(|source| CsvError::Io {
         path: origin.clone(),
         source,
     })?;
-    parse(file, &origin)
+    parse(&text, &origin)
+}
+
+/// Where the record the `csv` crate places at `byte` starts: the crate's
+/// position lies before the previous line's terminator and any blank lines.
+fn record_start(text: &[u8], byte: u64) -> usize {
+    let byte = (byte as usize).min(text.len());
+    byte + text[byte..]
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
+}
+
+fn newlines(text: &[u8]) -> u64 {
+    text.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// The 1-based line of the record the `csv` crate places at `byte`.
+fn line_of(text: &[u8], byte: u64) -> u64 {
+    1 + newlines(&text[..record_start(text, byte)])
 }
 
 /// Parses CSV text with a header row and at least one row of finite
 /// numbers, all rows as wide as the header; `origin` names it in errors.
-pub fn parse(input: impl std::io::Read, origin: &str) -> Result<Table, CsvError> {
+pub fn parse(text: &[u8], origin: &str) -> Result<Table, CsvError> {
     let at = |line: u64, column: usize, message: String| CsvError::At {
         origin: origin.to_string(),
         line,
@@ -73,10 +93,10 @@ pub fn parse(input: impl std::io::Read, origin: &str) -> Result<Table, CsvError>
     };
     let mut reader = ::csv::ReaderBuilder::new()
         .trim(::csv::Trim::All)
-        .from_reader(input);
+        .from_reader(text);
     let columns: Vec<String> = reader
         .headers()
-        .map_err(|e| from_csv_error(e, origin))?
+        .map_err(|e| from_csv_error(e, text, origin))?
         .iter()
         .map(String::from)
         .collect();
@@ -84,9 +104,15 @@ pub fn parse(input: impl std::io::Read, origin: &str) -> Result<Table, CsvError>
         return Err(at(1, 1, "empty file: expected a header row".into()));
     }
     let mut rows = Vec::new();
+    // Rows come in order, so each line count continues the previous one.
+    let (mut counted_to, mut line) = (0, 1);
     for record in reader.records() {
-        let record = record.map_err(|e| from_csv_error(e, origin))?;
-        let line = record.position().map_or(0, |p| p.line());
+        let record = record.map_err(|e| from_csv_error(e, text, origin))?;
+        let start = record
+            .position()
+            .map_or(counted_to, |p| record_start(text, p.byte()));
+        line += newlines(&text[counted_to..start]);
+        counted_to = start;
         let values = record
             .iter()
             .enumerate()
@@ -115,7 +141,7 @@ pub fn parse(input: impl std::io::Read, origin: &str) -> Result<Table, CsvError>
 }
 
 /// The `csv` crate's error, with its position as line and column.
-fn from_csv_error(error: ::csv::Error, origin: &str) -> CsvError {
+fn from_csv_error(error: ::csv::Error, text: &[u8], origin: &str) -> CsvError {
     let message = error.to_string();
     let at = |line: u64, column: usize, message: String| CsvError::At {
         origin: origin.to_string(),
@@ -133,12 +159,12 @@ fn from_csv_error(error: ::csv::Error, origin: &str) -> CsvError {
             expected_len,
             len,
         } => at(
-            pos.map_or(0, |p| p.line()),
+            pos.map_or(0, |p| line_of(text, p.byte())),
             expected_len.min(len) as usize + 1,
             format!("expected {expected_len} fields as in the header, found {len}"),
         ),
         ::csv::ErrorKind::Utf8 { pos, err } => at(
-            pos.map_or(0, |p| p.line()),
+            pos.map_or(0, |p| line_of(text, p.byte())),
             err.field() + 1,
             "not valid UTF-8".into(),
         ),
@@ -159,10 +185,10 @@ mod tests {
 
     #[test]
     fn reads_header_and_rows_with_their_lines() {
-        let table = parse_str("a, \"b\" ,y\r\n1,2.5,0\n\n-3,4e-1,1\n").unwrap();
+        let table = parse_str("a,\"b\", y\r\n1,2.5,0\n\n\n-3,4e-1,1\n").unwrap();
         assert_eq!(table.columns, ["a", "b", "y"]);
         let lines: Vec<u64> = table.rows.iter().map(|r| r.line).collect();
-        assert_eq!(lines, [2, 4], "a blank line still counts as a line");
+        assert_eq!(lines, [2, 5], "blank lines still count as lines");
         assert_eq!(table.rows[1].values, [-3.0, 0.4, 1.0]);
     }
 
@@ -182,10 +208,10 @@ mod tests {
 
     #[test]
     fn a_short_or_long_row_names_its_line() {
-        let err = parse_str("a,b,y\n1,2,0\n1,2\n").unwrap_err();
+        let err = parse_str("a,b,y\n1,2,0\n\n1,2\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "data.csv:3:3: expected 3 fields as in the header, found 2"
+            "data.csv:4:3: expected 3 fields as in the header, found 2"
         );
         let err = parse_str("a,b\n1,2,3\n").unwrap_err();
         assert!(err.to_string().starts_with("data.csv:2:3: "), "{err}");
@@ -207,7 +233,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_names_its_field() {
-        let err = parse(&b"a,y\n1,\xff\n"[..], "data.csv").unwrap_err();
+        let err = parse(b"a,y\n1,\xff\n", "data.csv").unwrap_err();
         assert_eq!(err.to_string(), "data.csv:2:2: not valid UTF-8");
     }
 
