@@ -53,6 +53,7 @@ pub struct BenchArgs {
         short = 'n',
         long = "n-predict",
         visible_aliases = ["max-tokens", "n-gen"],
+        value_name = "N",
         default_value_t = 128
     )]
     decode_tokens: usize,

@@ -69,11 +69,17 @@ pub struct SamplingArgs {
         short = 'n',
         long = "n-predict",
         visible_aliases = ["max-tokens", "n-gen"],
+        value_name = "N",
         default_value_t = 128
     )]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy decoding.
-    #[arg(long = "temp", visible_alias = "temperature", default_value_t = 0.0)]
+    #[arg(
+        long = "temp",
+        visible_alias = "temperature",
+        value_name = "T",
+        default_value_t = 0.0
+    )]
     temperature: f32,
     /// Keep only the K most likely tokens (0: off).
     #[arg(long, default_value_t = 0)]
