@@ -365,7 +365,7 @@ fn a_stop_string_ends_generation_and_streaming_holds_back_only_what_may_start_on
         &decoder,
         &tokenizer,
         &mut cache,
-        &[prompt.ids.clone()],
+        std::slice::from_ref(&prompt.ids),
         &params,
         &mut |event| {
             if let Event::Text { text, .. } = event {
