@@ -62,11 +62,48 @@ fn random_q8k(
         .collect()
 }
 
+/// The instruction set `HANZO_REQUIRE_ISA` names (`avx2`, `avx512`, `simd128`), which
+/// CI sets where the machine has it: there a kernel test fails, rather than skips,
+/// when it cannot run the kernels it must check.
+fn required_isa() -> Option<Isa> {
+    let name = std::env::var("HANZO_REQUIRE_ISA").ok()?;
+    let isa = Isa::named(name.trim());
+    assert!(
+        isa.is_some(),
+        "HANZO_REQUIRE_ISA={name:?} names no instruction set (avx2, avx512, simd128, scalar)"
+    );
+    isa
+}
+
+/// Whether the kernels of `isa` run here. Panics when they do not but
+/// `HANZO_REQUIRE_ISA` requires them: the AVX-512 kernels require AVX2 too, which
+/// their tests compare against.
+fn runs_here(isa: Isa) -> bool {
+    if isa.is_available() {
+        return true;
+    }
+    if let Some(required) = required_isa() {
+        let implied = required == isa || (required == Isa::Avx512Vnni && isa == Isa::Avx2);
+        assert!(
+            !implied,
+            "HANZO_REQUIRE_ISA={required:?} but this machine cannot run the {isa:?} kernels"
+        );
+    }
+    false
+}
+
 fn isas_under_test() -> Vec<Isa> {
     [Isa::Avx2, Isa::Avx512Vnni, Isa::Simd128]
         .into_iter()
-        .filter(|isa| isa.is_available())
+        .filter(|&isa| runs_here(isa))
         .collect()
+}
+
+#[test]
+fn the_required_instruction_set_runs_here() {
+    if let Some(isa) = required_isa() {
+        assert!(runs_here(isa));
+    }
 }
 
 fn one(_: &mut StdRng) -> f32 {
@@ -307,7 +344,7 @@ fn four_row_kernels_equal_the_single_row_kernel_bitwise() {
 /// AVX2 module uses `maddubs` + `madd`; the lanes hold the same integers, so every
 /// result, single-row and four-row, must be bitwise equal on real-scaled random data.
 fn assert_avx512_equals_avx2<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
-    if !Isa::Avx512Vnni.is_available() {
+    if !runs_here(Isa::Avx512Vnni) {
         return;
     }
     let (weights, rows) = weights_and_four_rows::<B>(rng, n_blocks);
