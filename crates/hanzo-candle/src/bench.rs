@@ -204,6 +204,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ceiling_tokens_per_s = bandwidth_gbps * 1e9 / weight_bytes_per_token as f64;
     let fraction = decode.median / ceiling_tokens_per_s;
     let (kv_cache_bytes, context) = (rounds[0].kv_cache_bytes, rounds[0].context);
+    // What the process holds beyond the weights (mapped or read, they are
+    // resident after a forward pass) and the KV cache: activations, scratch,
+    // tokenizer, code. Negative when the OS has dropped weight pages.
+    let rss_beyond_file_and_kv = peak_rss_bytes as i64 - file_bytes as i64 - kv_cache_bytes as i64;
 
     if args.json {
         let prefill: serde_json::Map<String, serde_json::Value> = args
@@ -227,6 +231,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "peak_rss_bytes": peak_rss_bytes,
             "file_bytes": file_bytes,
             "kv_cache_bytes": kv_cache_bytes,
+            "peak_rss_beyond_file_and_kv_bytes": rss_beyond_file_and_kv,
             "kv_cache_type": format!("{:?}", args.kv_cache).to_lowercase(),
             "context": context,
             "weight_bytes_per_token": weight_bytes_per_token,
@@ -261,10 +266,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         decode.show(1)
     );
     println!(
-        "memory     peak RSS {:.1} MiB, file {:.1} MiB, KV cache {:.1} MiB ({context} positions)",
+        "memory     peak RSS {:.1} MiB = file {:.1} + KV cache {:.1} ({context} positions) {:+.1} MiB",
         mib(peak_rss_bytes as f64),
         mib(file_bytes as f64),
-        mib(kv_cache_bytes as f64)
+        mib(kv_cache_bytes as f64),
+        mib(rss_beyond_file_and_kv as f64)
     );
     println!(
         "roofline   {:.1} MiB of weights per token at {bandwidth_gbps:.1} GB/s ({bandwidth_source}): \

@@ -7,9 +7,11 @@
 //!
 //! Activations are quantized once per matmul, to exactly the blocks llama.cpp's x86 CPU
 //! backend makes: [`BlockQ8_0`] for Q4_0/Q5_0/Q8_0, [`BlockQ8_1`] for Q4_1/Q5_1 and
-//! [`BlockQ8K`] (256 values) for the K-quants.
+//! [`BlockQ8K`] (256 values) for the K-quants. F16 and BF16 weights (`half::f16`,
+//! `half::bf16` as one-value blocks) take the f32 activations as they are.
 
 mod error;
+mod half_precision;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -167,7 +169,8 @@ impl std::fmt::Display for QuantType {
     }
 }
 
-/// An 8-bit activation block: the right-hand side of every quantized dot product.
+/// An activation block, the right-hand side of every dot product: 8-bit blocks for the
+/// block formats, `f32` itself for F16 and BF16.
 pub trait ActBlock: Pod + Send + Sync {
     /// Values per block.
     const ELEMS: usize;
@@ -248,14 +251,8 @@ pub fn quantize(ty: QuantType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
     let n_bytes = ty.row_bytes(src.len())?;
     let out = match ty {
         QuantType::F32 => bytemuck::cast_slice(src).to_vec(),
-        QuantType::F16 => src
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-        QuantType::BF16 => src
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect(),
+        QuantType::F16 => quantize_blocks::<half::f16>(src),
+        QuantType::BF16 => quantize_blocks::<half::bf16>(src),
         QuantType::Q4_0 => quantize_blocks::<BlockQ4_0>(src),
         QuantType::Q4_1 => quantize_blocks::<BlockQ4_1>(src),
         QuantType::Q5_0 => quantize_blocks::<BlockQ5_0>(src),
@@ -289,16 +286,8 @@ pub fn dequantize(ty: QuantType, bytes: &[u8], n_elems: usize) -> Result<Vec<f32
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
-        QuantType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        QuantType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
+        QuantType::F16 => dequantize_blocks::<half::f16>(bytes, &mut out),
+        QuantType::BF16 => dequantize_blocks::<half::bf16>(bytes, &mut out),
         QuantType::Q4_0 => dequantize_blocks::<BlockQ4_0>(bytes, &mut out),
         QuantType::Q4_1 => dequantize_blocks::<BlockQ4_1>(bytes, &mut out),
         QuantType::Q5_0 => dequantize_blocks::<BlockQ5_0>(bytes, &mut out),
