@@ -5,8 +5,8 @@
 
 pub mod chat;
 pub mod config;
+pub mod convert;
 mod error;
-pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;

@@ -214,13 +214,24 @@ fn linear_for(
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::SafetensorsDir;
+pub use native::{safetensors_files, SafetensorsDir};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::*;
     use std::collections::HashMap;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+
+    /// The `*.safetensors` files of `dir`, sorted by name (shards in order).
+    pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
 
     /// The `*.safetensors` files of a Hugging Face model directory,
     /// memory-mapped; tensors are borrowed from the mappings.
@@ -231,25 +242,26 @@ mod native {
 
     impl SafetensorsDir {
         pub fn open(dir: &Path) -> Result<Self> {
-            let mut files: Vec<_> = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-                .collect();
-            files.sort();
+            let files = safetensors_files(dir)?;
             if files.is_empty() {
                 return Err(Error::InvalidModel(format!(
                     "no *.safetensors file in {}",
                     dir.display()
                 )));
             }
+            Self::open_files(&files)
+        }
+
+        /// Maps `files` (the shards of one checkpoint); every tensor must be
+        /// f32, f16 or bf16.
+        pub fn open_files(files: &[PathBuf]) -> Result<Self> {
             let mut tensors = HashMap::new();
             let mut maps = Vec::new();
             for path in files {
-                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
                 // SAFETY: the mapping is read-only and the loader documents that
                 // model files must not be modified while loaded.
-                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
                 let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
                     .map_err(|e| Error::InvalidModel(format!("{}: {e}", path.display())))?;
                 let data_start = 8 + header_len;
@@ -279,6 +291,12 @@ mod native {
                 maps.push(Arc::new(map));
             }
             Ok(Self { tensors, maps })
+        }
+
+        /// The names of all tensors, as the checkpoint spells them, in no
+        /// particular order.
+        pub fn names(&self) -> impl Iterator<Item = &str> {
+            self.tensors.keys().map(String::as_str)
         }
     }
 

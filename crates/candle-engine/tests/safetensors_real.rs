@@ -1,10 +1,10 @@
 //! Issue 4's safetensors evidence on the real SmolLM2-135M-Instruct: the
 //! Q4_1 GGUF is turned into an f32 Hugging Face directory by
-//! `export::gguf_to_hf_dir` (dequantized, query/key permutation undone),
+//! `convert::gguf_to_hf_dir` (dequantized, query/key permutation undone),
 //! loaded through the Hugging Face path of `Model::load`, and its logits are
 //! compared with `transformers` on the same f32 weights
 //! (`scripts/gen_transformers_fixtures.py`, which dequantizes with gguf-py).
-//! The directory is then quantized back with `export::quantize_hf_dir`
+//! The directory is then quantized back with `convert::quantize_hf_dir`
 //! (what `hanzo-candle quantize` runs) to q8_0 and q4_k_m, and rounded to
 //! an f16 directory, which is compared with transformers on the same f16
 //! weights (`gen_transformers_fixtures.py --f16`).
@@ -16,13 +16,13 @@
 
 mod common;
 
-use candle_engine::export::{gguf_to_hf_dir, quantize_hf_dir};
+use candle_engine::convert::{gguf_to_hf_dir, quantize_hf_dir};
 use candle_engine::generate::{generate, GenerationParams};
 use candle_engine::kv_cache::{KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::{Backend, Batch};
-use candle_quant::deploy::Preset;
 use candle_quant::gguf::{GgmlType, GgufFile};
+use candle_quant::preset::Preset;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
