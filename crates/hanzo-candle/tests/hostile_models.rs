@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 /// while still catching a hang.
 const TIME_LIMIT: Duration = Duration::from_secs(20);
 
-/// Address space of the binary. The control peaks at about 400 MiB of
-/// address space with two threads (`VmPeak` in /proc, most of it thread
-/// stacks and allocator arenas rather than memory in use); an allocation
+/// Address space of the binary. The control generates within 20 MiB and
+/// fails to start within 15 (`HANZO_NUM_THREADS=2 prlimit --as=$((20<<20))
+/// target/debug/hanzo-candle generate --chat -m .../base.gguf -n 4 hi`);
+/// 1 GiB leaves room for other builds and allocators, while an allocation
 /// sized from an unchecked count (a 2^62-layer table, a RoPE table for 2^40
-/// positions, a terabyte prompt) would pass 1 GiB at once and abort.
+/// positions, a terabyte prompt) passes it at once and fails.
 const ADDRESS_SPACE_LIMIT: u64 = 1 << 30;
 
 /// Thread pools sized to the machine would make the address space depend on
