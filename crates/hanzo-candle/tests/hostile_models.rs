@@ -197,11 +197,15 @@ fn every_hostile_variant_ends_in_an_error_naming_the_problem_from_the_binary() {
 }
 
 /// The binary's pipeline through the library: load, chat template, encode,
-/// a few greedy tokens.
-fn load_and_generate(path: &Path) -> candle_engine::Result<String> {
-    let model = Model::load(path, None)?;
-    let prompt = model.chat.render(&[Message::new("user", "hi")], true)?;
-    let ids = model.tokenizer.encode(&prompt, true)?;
+/// a few greedy tokens. The error as text.
+fn load_and_generate(path: &Path) -> Result<String, String> {
+    let text = |e: candle_engine::Error| e.to_string();
+    let model = Model::load(path, None).map_err(text)?;
+    let prompt = model
+        .chat
+        .render(&[Message::new("user", "hi")], true)
+        .map_err(text)?;
+    let ids = model.tokenizer.encode(&prompt, true).map_err(text)?;
     let mut cache = KvCache::for_backend(
         &model.decoder.cache_geometry(),
         1,
@@ -209,7 +213,8 @@ fn load_and_generate(path: &Path) -> candle_engine::Result<String> {
         ids.len(),
         KvPrecision::F32,
         model.decoder.backend(),
-    )?;
+    )
+    .map_err(text)?;
     let params = GenerationParams {
         max_tokens: MAX_TOKENS,
         ..GenerationParams::default()
@@ -221,7 +226,8 @@ fn load_and_generate(path: &Path) -> candle_engine::Result<String> {
         &[ids],
         &params,
         &mut |_| {},
-    )?;
+    )
+    .map_err(text)?;
     Ok(generated.into_iter().map(|g| g.text).collect())
 }
 
