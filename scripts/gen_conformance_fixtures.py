@@ -298,6 +298,22 @@ case("index_select", "dim_0", lambda x, i: torch.index_select(x, 0, i),
      lambda d: [draw(d, (5, 3)), torch.tensor([4, 0, 2, 2])], index_inputs=(1,))
 
 
+def bottom_right_causal_mask(q_len, kv_len):
+    # With a KV cache the queries are the last q_len of kv_len positions:
+    # query i sits at position kv_len - q_len + i and sees every key up to
+    # it. PyTorch's is_causal aligns the mask top-left instead, so the mask
+    # is spelled out.
+    return torch.ones(q_len, kv_len, dtype=torch.bool).tril(diagonal=kv_len - q_len)
+
+
+# Appended last so that the random draws of every earlier case keep their
+# values. 18 queries (past one 16-query block) over 70 keys (past one
+# 64-key tile), 4 heads sharing 2 KV heads.
+case("scaled_dot_product_attention", "causal_kv_cache",
+     lambda q, k, v: sdpa(q, k, v, bottom_right_causal_mask(q.shape[-2], k.shape[-2])),
+     lambda d: [draw(d, (1, 4, 18, 8)), draw(d, (1, 2, 70, 8)), draw(d, (1, 2, 70, 8))])
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "promotion.json").write_text(json.dumps(promotion_table(), indent=1, sort_keys=True) + "\n")

@@ -1,20 +1,42 @@
 #!/usr/bin/env python3
-"""Tiny random-weight transformers models, one per decoder family, with
-reference logits for the engine's family tests (`tests/families.rs`).
+"""Tiny random-weight transformers models, one per decoder family, their
+llama.cpp GGUF conversions, and reference logits for the engine's family
+tests (`tests/families.rs`).
 
-    /root/venvs/ref/bin/python scripts/gen_family_fixtures.py
+    LLAMA_CPP=/path/to/llama.cpp /root/venvs/ref/bin/python scripts/gen_family_fixtures.py
+
+Needs torch, transformers, safetensors and sentencepiece, and a llama.cpp
+source tree (`LLAMA_CPP`; the one vendored in the llama-cpp-python sdist
+works): its own `convert_hf_to_gguf.py` makes the GGUF files, importing the
+`gguf` package of the same tree.
 
 For each family it writes `crates/candle-engine/tests/fixtures/families/<family>/`:
 `config.json` and `model.safetensors` (f32) as `save_pretrained` writes them,
-and beside that directory `<family>-reference.safetensors` (outside it, so
-that the engine does not take it for weights) with `tokens` (prompt followed by greedily decoded
-tokens, int64), `prompt_len` (int64 scalar) and `logits` ([tokens, vocab]
-f32): the prompt's logits from one prefill, then one row per decode step run
-through transformers' own KV cache. Attention is eager so that softcapping
-and sliding windows follow the reference formulas exactly.
+and `tokenizer.model`, a 96-piece SentencePiece model trained here on a
+pangram (the converter refuses a directory without a tokenizer; the tests
+never tokenize). Beside that directory (outside it, so that the engine does
+not take them for weights):
+- `<family>.gguf`: `convert_hf_to_gguf.py <family>/ --outtype f32`.
+- `<family>-reference.safetensors`: `tokens` (prompt followed by greedily
+  decoded tokens, int64), `prompt_len` (int64 scalar) and `logits`
+  ([tokens, vocab] f32): the prompt's logits from one prefill, then one row
+  per decode step run through transformers' own KV cache. Attention is eager
+  so that softcapping and sliding windows follow the reference formulas
+  exactly.
+- `<family>-gguf-reference.safetensors`, for Gemma only: the same for the
+  model the GGUF file describes. The converter drops `query_pre_attn_scalar`
+  and llama.cpp scales Gemma's queries by 1/sqrt(head_dim) (src/models/gemma2.cpp
+  and gemma3.cpp, all but the 27B models); the fixtures use another scalar so
+  that the Hugging Face path is tested on it, so transformers runs the same
+  weights again with `query_pre_attn_scalar = head_dim`.
 """
+import io
+import os
 import pathlib
+import subprocess
+import sys
 
+import sentencepiece
 import torch
 from safetensors.torch import save_file
 from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig,
@@ -29,9 +51,17 @@ DECODE_STEPS = 4
 # Small enough to commit (< 300 KB each) yet with grouped-query attention
 # (4 query heads over 2 KV heads) and, where the family has them, one
 # sliding-window layer (window 4, shorter than the 13 tokens) and one global.
+# Special ids as in the tokenizer below.
 COMMON = dict(vocab_size=96, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-              rms_norm_eps=1e-6)
+              rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+
+# Gemma 3 has llama.cpp's fixed pattern, 5 sliding layers then 1 global,
+# since the converter writes no pattern for it: six narrower layers, with a
+# head_dim (24) unrelated to hidden / heads, as in the real models; the
+# global layer uses linear RoPE scaling, the sliding ones their own base.
+GEMMA3 = {**COMMON, "hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 6,
+          "num_attention_heads": 2, "num_key_value_heads": 1}
 
 FAMILIES = {
     "qwen2": (Qwen2ForCausalLM, Qwen2Config(**COMMON, rope_theta=10000.0, tie_word_embeddings=True)),
@@ -41,17 +71,15 @@ FAMILIES = {
         **COMMON, head_dim=16, sliding_window=4, query_pre_attn_scalar=24,
         attn_logit_softcapping=1.5, final_logit_softcapping=2.5, rope_theta=10000.0,
         hidden_activation="gelu_pytorch_tanh")),
-    # A head_dim (24) unrelated to hidden / heads, as in the real models;
-    # the global layer uses linear RoPE scaling, the local one its own base.
     "gemma3": (Gemma3ForCausalLM, Gemma3TextConfig(
-        **{**COMMON, "num_attention_heads": 2, "num_key_value_heads": 1}, head_dim=24,
-        sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+        **GEMMA3, head_dim=24, sliding_window=4,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
         query_pre_attn_scalar=20,
         rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
         hidden_activation="gelu_pytorch_tanh")),
     "phi3": (Phi3ForCausalLM, Phi3Config(**COMMON, rope_theta=10000.0, tie_word_embeddings=False,
-                                         pad_token_id=0, sliding_window=None)),
+                                         sliding_window=None)),
 }
 
 
@@ -84,7 +112,40 @@ def reference_logits(model):
     return tokens, torch.stack(rows)
 
 
+def save_reference(model, path):
+    tokens, logits = reference_logits(model)
+    save_file({"tokens": torch.tensor(tokens, dtype=torch.int64),
+               "prompt_len": torch.tensor(len(PROMPT), dtype=torch.int64),
+               "logits": logits.contiguous()}, str(path))
+    return tokens, logits
+
+
+def tokenizer_model():
+    """A deterministic SentencePiece BPE model with exactly the fixtures'
+    96 ids (pad 0, eos 1, bos 2, unk 3, as in COMMON); identity
+    normalization keeps the file at about 1 KB."""
+    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex bad jam".split()
+    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=model, vocab_size=COMMON["vocab_size"],
+        model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, character_coverage=1.0,
+        normalization_rule_name="identity", num_threads=1, minloglevel=2)
+    return model.getvalue()
+
+
+def convert_to_gguf(converter, model_dir, gguf_path):
+    subprocess.run([sys.executable, str(converter), str(model_dir), "--outtype", "f32",
+                    "--outfile", str(gguf_path)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
 def main():
+    llama_cpp = os.environ.get("LLAMA_CPP")
+    converter = pathlib.Path(llama_cpp or ".") / "convert_hf_to_gguf.py"
+    if not llama_cpp or not converter.is_file():
+        sys.exit("set LLAMA_CPP to a llama.cpp source tree (it must hold convert_hf_to_gguf.py)")
+    tokenizer = tokenizer_model()
     for family, (cls, config) in FAMILIES.items():
         torch.manual_seed(7)
         config._attn_implementation = "eager"
@@ -94,12 +155,17 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out, safe_serialization=True)
         (out / "generation_config.json").unlink(missing_ok=True)
-        tokens, logits = reference_logits(model)
-        save_file({"tokens": torch.tensor(tokens, dtype=torch.int64),
-                   "prompt_len": torch.tensor(len(PROMPT), dtype=torch.int64),
-                   "logits": logits.contiguous()}, str(OUT / f"{family}-reference.safetensors"))
-        size = sum(f.stat().st_size for f in out.iterdir()) + (OUT / f"{family}-reference.safetensors").stat().st_size
-        print(f"{family}: {len(tokens)} tokens, logits {tuple(logits.shape)}, {size} bytes")
+        (out / "tokenizer.model").write_bytes(tokenizer)
+        tokens, logits = save_reference(model, OUT / f"{family}-reference.safetensors")
+        convert_to_gguf(converter, out, OUT / f"{family}.gguf")
+        if family.startswith("gemma"):
+            as_llama_cpp = cls(config.__class__(**{**config.to_dict(), "query_pre_attn_scalar": config.head_dim}))
+            as_llama_cpp.config._attn_implementation = "eager"
+            as_llama_cpp.load_state_dict(model.state_dict())
+            save_reference(as_llama_cpp.eval(), OUT / f"{family}-gguf-reference.safetensors")
+        files = [*out.iterdir(), *OUT.glob(f"{family}.gguf"), *OUT.glob(f"{family}-*.safetensors")]
+        print(f"{family}: {len(tokens)} tokens, logits {tuple(logits.shape)}, "
+              f"{sum(f.stat().st_size for f in files)} bytes in {len(files)} files")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ safetensors evidence of issue 4, and a llama.cpp check of our quantizer.
 
     scripts/fetch-models.sh smollm2
     /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py
+    /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py --f16
     # not CI: llama.cpp on a file made by `hanzo-candle quantize`
     /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py \
         --llamacpp smollm2.q4_k_m.gguf [--ours ours.json]
@@ -23,6 +24,11 @@ committed prompts (token ids) and writes
   continuation, generated one token at a time through transformers' KV
   cache, and at each step the gap between the two highest logits.
 
+With `--f16` every weight is first rounded to f16 (PyTorch's `.half()`,
+round to nearest even), as in a Hugging Face f16 checkpoint of the model,
+and the model still computes in f32 (what our kernels do with f16 weights);
+the result goes to `transformers-f16.json` beside the f32 fixture.
+
 The `--llamacpp` form loads a GGUF with llama-cpp-python and reports how far
 llama.cpp's logits on the committed prompts are from the transformers f32
 ones (and, with `--ours`, from a JSON of our engine's logits on the same
@@ -41,6 +47,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "crates/candle-engine/tests/fixtures/smollm2/transformers.json"
+FIXTURE_F16 = FIXTURE.with_name("transformers-f16.json")
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP = 16
 STRIDE = 7
@@ -75,7 +82,7 @@ def unpermute(w, n_head):
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def transformers_model(path):
+def transformers_model(path, f16=False):
     reader = GGUFReader(str(path))
     heads = int(field(reader, "llama.attention.head_count"))
     kv_heads = int(field(reader, "llama.attention.head_count_kv"))
@@ -130,7 +137,12 @@ def transformers_model(path):
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model = LlamaForCausalLM(config).to(torch.float32)
-    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in state.items()}, strict=True)
+
+    def weight(v):
+        t = torch.from_numpy(np.array(v, dtype=np.float32, copy=True))
+        return t.half().float() if f16 else t
+
+    model.load_state_dict({k: weight(v) for k, v in state.items()}, strict=True)
     model.eval()
     return model
 
@@ -159,9 +171,9 @@ def greedy(model, ids):
     return tokens, margins
 
 
-def generate():
+def generate(f16):
     torch.set_num_threads(2)
-    model = transformers_model(model_path())
+    model = transformers_model(model_path(), f16)
     logits = transformers_logits(model)
     prompts = []
     for ids, rows in zip(PROMPTS, logits):
@@ -180,10 +192,12 @@ def generate():
                 "greedy_margins": margins,
             }
         )
-    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    FIXTURE.write_text(json.dumps({"model": MODEL, "transformers": __import__("transformers").__version__,
-                                   "torch": torch.__version__, "prompts": prompts}))
-    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes)")
+    out = FIXTURE_F16 if f16 else FIXTURE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": MODEL, "weights": "f16" if f16 else "f32",
+                               "transformers": __import__("transformers").__version__,
+                               "torch": torch.__version__, "prompts": prompts}))
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
 
 
 def llamacpp_check(gguf_path, ours_path):
@@ -216,8 +230,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llamacpp", type=pathlib.Path, help="check llama.cpp on this GGUF instead of writing the fixture")
     parser.add_argument("--ours", type=pathlib.Path, help="JSON of our engine's logits on the same GGUF")
+    parser.add_argument("--f16", action="store_true", help="round every weight to f16 first (transformers-f16.json)")
     args = parser.parse_args()
     if args.llamacpp:
         llamacpp_check(args.llamacpp, args.ours)
     else:
-        generate()
+        generate(args.f16)

@@ -1,9 +1,11 @@
 //! Chat templates: the model's own Jinja template (`tokenizer.chat_template`)
 //! rendered in minijinja's sandbox, which has no file, network or process
 //! access, with the block whitespace rules of transformers' Jinja
-//! environment. A model without a template gets the Gemma turn layout when
-//! its vocabulary has Gemma's turn markers (some Gemma GGUFs ship none),
-//! ChatML otherwise.
+//! environment. A template comes with the model file, from strangers, so it
+//! is also bounded in time (a work budget), in output and in recursion, and
+//! a name it uses that nothing defines is an error naming it. A model
+//! without a template gets the Gemma turn layout when its vocabulary has
+//! Gemma's turn markers (some Gemma GGUFs ship none), ChatML otherwise.
 
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -51,6 +53,18 @@ const GEMMA_TURNS: &str = r#"{{ bos_token -}}
 <start_of_turn>model
 {% endif %}
 "#;
+
+/// Template instructions one render may execute. A turn of the SmolLM2 or
+/// Gemma-3 template costs under 100 (`fuel_per_turn_of_the_real_templates`
+/// measures them), so this renders conversations of tens of thousands of
+/// turns, while a template whose loops multiply out to billions of
+/// iterations stops within a second.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// Bytes a rendered prompt may hold. A prompt must fit the model's context;
+/// at a few bytes per token this is millions of tokens, beyond what any
+/// context this engine loads holds.
+pub const MAX_PROMPT_BYTES: usize = 64 << 20;
 
 /// The markers whose presence in a vocabulary selects [`GEMMA_TURNS`].
 const GEMMA_TURN_MARKERS: [&str; 2] = ["<start_of_turn>", "<end_of_turn>"];
@@ -120,6 +134,11 @@ impl ChatTemplate {
         // are written for them (a block tag's line leaves no blank line).
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // Names a template tests with `is defined` or `if` stay usable;
+        // printing or iterating one that nothing defines fails, so that the
+        // error can name it instead of the prompt silently losing text.
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -151,14 +170,81 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        template
-            .render(minijinja::context! {
+        let mut output = BoundedOutput::default();
+        // transformers passes `tools` and `documents` as None when there
+        // are none; templates test them with `is not none`.
+        let rendered = template.render_captured_to(
+            minijinja::context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
-            })
-            .map_err(|e| Error::ChatTemplate(format!("rendering failed: {e}")))
+                tools => (),
+                documents => (),
+            },
+            &mut output,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(output.text)
+                .map_err(|e| Error::ChatTemplate(format!("rendering produced invalid UTF-8: {e}"))),
+            Err(_) if output.overflowed => Err(Error::ChatTemplate(format!(
+                "rendering produced more than {MAX_PROMPT_BYTES} bytes of prompt"
+            ))),
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(Error::ChatTemplate(
+                format!("rendering ran past its work budget of {TEMPLATE_FUEL} instructions"),
+            )),
+            Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => {
+                Err(Error::ChatTemplate(format!(
+                    "rendering failed: {e}; names the template uses that nothing defines: {}",
+                    self.undefined_names(&template).join(", ")
+                )))
+            }
+            Err(e) => Err(Error::ChatTemplate(format!("rendering failed: {e}"))),
+        }
+    }
+
+    /// Top-level names `template` reads that neither it, the render
+    /// context nor the environment's globals define (minijinja's undefined
+    /// error does not say which name it met).
+    fn undefined_names(&self, template: &minijinja::Template<'_, '_>) -> Vec<String> {
+        const CONTEXT: [&str; 6] = [
+            "messages",
+            "add_generation_prompt",
+            "bos_token",
+            "eos_token",
+            "tools",
+            "documents",
+        ];
+        let mut names: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|name| !CONTEXT.contains(&name.as_str()))
+            .filter(|name| !self.env.globals().any(|(global, _)| global == name))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// The rendered prompt, refusing to grow past [`MAX_PROMPT_BYTES`].
+#[derive(Default)]
+struct BoundedOutput {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + bytes.len() > MAX_PROMPT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the prompt is too long"));
+        }
+        self.text.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -196,6 +282,79 @@ mod tests {
     fn a_template_that_does_not_compile_is_reported() {
         let err = ChatTemplate::new(Some("{% for %}"), "", "").err().unwrap();
         assert!(err.to_string().contains("does not compile"), "{err}");
+    }
+
+    #[test]
+    fn loops_that_multiply_out_to_billions_of_iterations_run_out_of_budget() {
+        let source = "{% for a in range(100000) %}{% for b in range(100000) %}{{ '' }}{% endfor %}{% endfor %}";
+        let t = ChatTemplate::new(Some(source), "", "").unwrap();
+        let err = t.render(&[], false).unwrap_err().to_string();
+        assert!(err.contains("work budget"), "{err}");
+    }
+
+    #[test]
+    fn a_prompt_larger_than_the_bound_is_refused() {
+        let source = "{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}";
+        let t = ChatTemplate::new(Some(source), "", "").unwrap();
+        let err = t.render(&[], false).unwrap_err().to_string();
+        assert!(err.contains("bytes of prompt"), "{err}");
+    }
+
+    #[test]
+    fn an_undefined_name_is_reported_by_name_but_may_be_tested() {
+        let t = ChatTemplate::new(Some("{{ greeting }}{{ messages[0].content }}"), "", "").unwrap();
+        let err = t.render(&[Message::new("user", "Hi")], false).unwrap_err();
+        assert!(err.to_string().contains("greeting"), "{err}");
+        let source = "{% if greeting is defined %}{{ greeting }}{% endif %}\
+            {% if custom %}x{% endif %}{% if tools is not none %}{{ tools }}{% endif %}\
+            {{ messages[0].content }}";
+        let t = ChatTemplate::new(Some(source), "", "").unwrap();
+        assert_eq!(
+            t.render(&[Message::new("user", "Hi")], false).unwrap(),
+            "Hi"
+        );
+    }
+
+    /// The measurement behind [`TEMPLATE_FUEL`]: instructions per turn of
+    /// the templates the real models render with, SmolLM2's own and the
+    /// Gemma layout (the Gemma-3 GGUF embeds none), as
+    /// `scripts/gen_tokenizer_fixtures.py` stored them.
+    #[test]
+    fn fuel_per_turn_of_the_real_templates() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gemma3/tokenizer.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut sources: Vec<&str> = fixture["chat"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|chat| chat["source"].as_str().unwrap())
+            .collect();
+        sources.dedup();
+        assert_eq!(sources.len(), 2);
+        let fuel_for = |source: &str, turns: usize| {
+            let mut env = ChatTemplate::new(Some(source), "<bos>", "<eos>")
+                .unwrap()
+                .env;
+            env.set_fuel(Some(u64::MAX / 2));
+            let messages: Vec<Message> = (0..turns)
+                .map(|i| Message::new(["user", "assistant"][i % 2], "some text"))
+                .collect();
+            let template = env.get_template("chat").unwrap();
+            let context = minijinja::context! {
+                messages, add_generation_prompt => true, bos_token => "<bos>", eos_token => "<eos>"
+            };
+            let rendered = template.render_captured(context).unwrap();
+            rendered.state().fuel_levels().unwrap().0
+        };
+        for source in sources {
+            let per_turn = (fuel_for(source, 200) - fuel_for(source, 100)) / 100;
+            assert!(per_turn < 100, "{per_turn} instructions per turn");
+            assert!(TEMPLATE_FUEL / per_turn > 10_000, "{per_turn}");
+        }
     }
 
     #[test]

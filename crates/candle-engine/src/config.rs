@@ -144,6 +144,112 @@ pub struct DecoderConfig {
     pub tie_word_embeddings: bool,
 }
 
+/// The most positions a context may hold: llama.cpp's position ids are
+/// 32-bit signed (`llama_pos`), and a larger trained context only invites
+/// tables sized from it.
+pub const MAX_POSITIONS: usize = i32::MAX as usize;
+
+/// A hyper-parameter of [`DecoderConfig`], for errors that name it the way
+/// the file it came from does ([`Setting::hf_name`] for `config.json`; the
+/// GGUF loader names its own keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    VocabSize,
+    HiddenSize,
+    IntermediateSize,
+    NumLayers,
+    NumHeads,
+    NumKvHeads,
+    HeadDim,
+    MaxPositions,
+    SlidingWindow,
+    RmsNormEps,
+    RopeTheta,
+    SlidingRopeTheta,
+    RopeLinearFactor,
+    /// Derived: 1/sqrt of the head width or of Gemma's
+    /// `query_pre_attn_scalar`.
+    AttentionScale,
+    /// Derived: sqrt of the hidden size (Gemma).
+    EmbeddingScale,
+    AttnLogitSoftcap,
+    FinalLogitSoftcap,
+}
+
+impl Setting {
+    /// The `config.json` field the setting comes from.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::VocabSize => "vocab_size",
+            Self::HiddenSize => "hidden_size",
+            Self::IntermediateSize => "intermediate_size",
+            Self::NumLayers => "num_hidden_layers",
+            Self::NumHeads => "num_attention_heads",
+            Self::NumKvHeads => "num_key_value_heads",
+            Self::HeadDim => "head_dim",
+            Self::MaxPositions => "max_position_embeddings",
+            Self::SlidingWindow => "sliding_window",
+            Self::RmsNormEps => "rms_norm_eps",
+            Self::RopeTheta => "rope_theta",
+            Self::SlidingRopeTheta => "the sliding-layer rope_theta",
+            Self::RopeLinearFactor => "the linear rope scaling factor",
+            Self::AttentionScale => "the attention scale (from query_pre_attn_scalar or head_dim)",
+            Self::EmbeddingScale => "the embedding scale (sqrt of hidden_size)",
+            Self::AttnLogitSoftcap => "attn_logit_softcapping",
+            Self::FinalLogitSoftcap => "final_logit_softcapping",
+        }
+    }
+}
+
+/// The values a float setting may take; all of them exclude NaN and the
+/// infinities.
+#[derive(Clone, Copy)]
+enum FloatRange {
+    Positive,
+    /// RoPE bases: wavelengths `2π·base^(2i/d)` grow along the head only
+    /// when the base exceeds 1.
+    AboveOne,
+    /// Norm epsilons guard a division by the mean square of activations of
+    /// order 1; one of 1 or more would swamp it.
+    Epsilon,
+}
+
+impl FloatRange {
+    fn contains(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Self::Positive => v > 0.0,
+                Self::AboveOne => v > 1.0,
+                Self::Epsilon => v > 0.0 && v < 1.0,
+            }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Positive => "positive and finite",
+            Self::AboveOne => "finite and above 1",
+            Self::Epsilon => "positive and below 1",
+        }
+    }
+}
+
+/// The head width when a file gives only the hidden size and the head
+/// count: `hidden / heads`, which the count must divide. `hidden` and
+/// `heads` name the two settings.
+pub(crate) fn head_width_from_hidden(
+    hidden_size: usize,
+    num_heads: usize,
+    hidden: &str,
+    heads: &str,
+) -> Result<usize> {
+    if num_heads == 0 || !hidden_size.is_multiple_of(num_heads) {
+        return Err(Error::InvalidModel(format!(
+            "{heads} ({num_heads}) does not divide {hidden} ({hidden_size}) into heads of equal width"
+        )));
+    }
+    Ok(hidden_size / num_heads)
+}
+
 /// What a family fixes regardless of the file it comes from.
 pub(crate) struct FamilyTraits {
     pub qkv_bias: bool,
@@ -262,13 +368,10 @@ fn parse_rope(value: &serde_json::Value, field: &str) -> Result<Rope> {
             linear_factor: None,
         }),
         "linear" => {
-            let factor = value
-                .get("factor")
-                .and_then(|f| f.as_f64())
-                .filter(|f| *f > 0.0);
-            let Some(factor) = factor else {
+            // Its range is checked with the other floats by `validate`.
+            let Some(factor) = value.get("factor").and_then(|f| f.as_f64()) else {
                 return Err(Error::InvalidModel(format!(
-                    "config.json: {field} is linear RoPE scaling without a positive `factor`"
+                    "config.json: {field} is linear RoPE scaling without a numeric `factor`"
                 )));
             };
             Ok(Rope {
@@ -279,15 +382,6 @@ fn parse_rope(value: &serde_json::Value, field: &str) -> Result<Rope> {
         other => Err(Error::InvalidModel(format!(
             "config.json: {field} has rope_type `{other}`; supported: default, linear"
         ))),
-    }
-}
-
-fn positive(value: Option<f64>, field: &str) -> Result<Option<f32>> {
-    match value {
-        Some(v) if v <= 0.0 || !v.is_finite() => Err(Error::InvalidModel(format!(
-            "config.json: {field} must be positive, found {v}"
-        ))),
-        other => Ok(other.map(|v| v as f32)),
     }
 }
 
@@ -437,15 +531,21 @@ impl DecoderConfig {
         }
         let (global, sliding) = hf.ropes()?;
         let traits = FamilyTraits::of(family, hf.hidden_size);
-        let head_dim = hf
-            .head_dim
-            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
+        let head_dim = match hf.head_dim {
+            Some(width) => width,
+            None => head_width_from_hidden(
+                hf.hidden_size,
+                hf.num_attention_heads,
+                Setting::HiddenSize.hf_name(),
+                Setting::NumHeads.hf_name(),
+            )?,
+        };
         let gemma = family.is_gemma();
         let attention_scale = match hf.query_pre_attn_scalar.filter(|_| gemma) {
-            Some(s) if s > 0.0 => s.powf(-0.5) as f32,
+            Some(s) if s > 0.0 && s.is_finite() => s.powf(-0.5) as f32,
             Some(s) => {
                 return Err(Error::InvalidModel(format!(
-                    "config.json: query_pre_attn_scalar must be positive, found {s}"
+                    "config.json: query_pre_attn_scalar must be positive and finite, found {s}"
                 )))
             }
             None => (head_dim as f32).powf(-0.5),
@@ -472,14 +572,14 @@ impl DecoderConfig {
             embedding_scale: traits.embedding_scale,
             activation: hf.activation(&model_type)?,
             attention_scale,
-            attn_logit_softcap: positive(
-                hf.attn_logit_softcapping.filter(|_| gemma),
-                "attn_logit_softcapping",
-            )?,
-            final_logit_softcap: positive(
-                hf.final_logit_softcapping.filter(|_| gemma),
-                "final_logit_softcapping",
-            )?,
+            attn_logit_softcap: hf
+                .attn_logit_softcapping
+                .filter(|_| gemma)
+                .map(|cap| cap as f32),
+            final_logit_softcap: hf
+                .final_logit_softcapping
+                .filter(|_| gemma)
+                .map(|cap| cap as f32),
             max_position_embeddings: hf.max_position_embeddings,
             // Gemma always ties its output to the embedding.
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(gemma),
@@ -488,61 +588,135 @@ impl DecoderConfig {
         Ok(config)
     }
 
-    /// Rejects geometries the forward pass cannot run.
+    /// Rejects settings the forward pass cannot run, naming them as
+    /// `config.json` does.
     pub fn validate(&self) -> Result<()> {
-        let fail = |msg: String| Err(Error::InvalidModel(msg));
-        if self.num_heads == 0
-            || self.num_kv_heads == 0
-            || !self.num_heads.is_multiple_of(self.num_kv_heads)
-        {
-            return fail(format!(
-                "num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({})",
-                self.num_heads, self.num_kv_heads
-            ));
+        self.validate_named(&|setting| setting.hf_name().to_string())
+    }
+
+    /// Rejects settings the forward pass cannot run: every count positive
+    /// and every width product representable, every float finite and in its
+    /// range. Errors name a setting by `name(setting)`, the key of the file
+    /// it came from.
+    pub fn validate_named(&self, name: &dyn Fn(Setting) -> String) -> Result<()> {
+        let fail = |setting: Setting, problem: String| {
+            Err(Error::InvalidModel(format!("{} {problem}", name(setting))))
+        };
+        for (setting, value) in [
+            (Setting::VocabSize, self.vocab_size),
+            (Setting::HiddenSize, self.hidden_size),
+            (Setting::IntermediateSize, self.intermediate_size),
+            (Setting::NumLayers, self.num_layers),
+            (Setting::NumHeads, self.num_heads),
+            (Setting::NumKvHeads, self.num_kv_heads),
+            (Setting::HeadDim, self.head_dim),
+            (Setting::MaxPositions, self.max_position_embeddings),
+        ] {
+            if value == 0 {
+                return fail(setting, "must be positive, found 0".into());
+            }
         }
-        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
-            return fail(format!(
-                "head_dim ({}) must be positive and even for RoPE",
-                self.head_dim
-            ));
-        }
-        if self.vocab_size == 0
-            || self.hidden_size == 0
-            || self.num_layers == 0
-            || self.intermediate_size == 0
-        {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return fail(
-                "vocab_size, hidden_size, intermediate_size and num_hidden_layers must be positive"
-                    .into(),
+                Setting::NumKvHeads,
+                format!(
+                    "({}) must divide {} ({})",
+                    self.num_kv_heads,
+                    name(Setting::NumHeads),
+                    self.num_heads
+                ),
+            );
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return fail(
+                Setting::HeadDim,
+                format!("({}) must be even: RoPE rotates pairs", self.head_dim),
+            );
+        }
+        if self.num_heads.checked_mul(self.head_dim).is_none() {
+            return fail(
+                Setting::NumHeads,
+                format!(
+                    "({}) times the head width ({}) overflows",
+                    self.num_heads, self.head_dim
+                ),
+            );
+        }
+        if self.max_position_embeddings > MAX_POSITIONS {
+            return fail(
+                Setting::MaxPositions,
+                format!(
+                    "({}) exceeds {MAX_POSITIONS}, the most positions a 32-bit position id reaches",
+                    self.max_position_embeddings
+                ),
+            );
+        }
+        if self.layer_windows.len() != self.num_layers {
+            return fail(
+                Setting::NumLayers,
+                format!(
+                    "({}) differs from the {} layer windows",
+                    self.num_layers,
+                    self.layer_windows.len()
+                ),
+            );
+        }
+        if self.layer_windows.contains(&Some(0)) {
+            return fail(
+                Setting::SlidingWindow,
+                "must span at least one position".into(),
             );
         }
         let sliding_theta = self.sliding_rope_theta.unwrap_or(self.rope_theta);
-        if !(self.rms_norm_eps > 0.0
-            && self.rope_theta > 0.0
-            && sliding_theta > 0.0
-            && self.rope_linear_factor > 0.0)
-        {
-            return fail(format!(
-                "rms_norm_eps ({}), rope_theta ({}), the sliding-layer rope_theta ({sliding_theta}) \
-                 and the rope scaling factor ({}) must be positive",
-                self.rms_norm_eps, self.rope_theta, self.rope_linear_factor
-            ));
-        }
-        if self.layer_windows.len() != self.num_layers {
-            return fail(format!(
-                "{} layer windows for {} layers",
-                self.layer_windows.len(),
-                self.num_layers
-            ));
-        }
-        if self.layer_windows.contains(&Some(0)) {
-            return fail("a sliding window must span at least one position".into());
-        }
-        if !(self.attention_scale > 0.0 && self.attention_scale.is_finite()) {
-            return fail(format!(
-                "the attention scale ({}) must be positive",
-                self.attention_scale
-            ));
+        let floats = [
+            (
+                Setting::RmsNormEps,
+                Some(self.rms_norm_eps),
+                FloatRange::Epsilon,
+            ),
+            (
+                Setting::RopeTheta,
+                Some(self.rope_theta),
+                FloatRange::AboveOne,
+            ),
+            (
+                Setting::SlidingRopeTheta,
+                Some(sliding_theta),
+                FloatRange::AboveOne,
+            ),
+            (
+                Setting::RopeLinearFactor,
+                Some(self.rope_linear_factor),
+                FloatRange::Positive,
+            ),
+            (
+                Setting::AttentionScale,
+                Some(self.attention_scale.into()),
+                FloatRange::Positive,
+            ),
+            (
+                Setting::EmbeddingScale,
+                self.embedding_scale.map(f64::from),
+                FloatRange::Positive,
+            ),
+            (
+                Setting::AttnLogitSoftcap,
+                self.attn_logit_softcap.map(f64::from),
+                FloatRange::Positive,
+            ),
+            (
+                Setting::FinalLogitSoftcap,
+                self.final_logit_softcap.map(f64::from),
+                FloatRange::Positive,
+            ),
+        ];
+        for (setting, value, range) in floats {
+            if let Some(value) = value.filter(|&v| !range.contains(v)) {
+                return fail(
+                    setting,
+                    format!("must be {}, found {value}", range.describe()),
+                );
+            }
         }
         Ok(())
     }

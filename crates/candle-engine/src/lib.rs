@@ -6,8 +6,8 @@
 mod backend;
 pub mod chat;
 pub mod config;
+pub mod convert;
 mod error;
-pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
@@ -22,9 +22,9 @@ mod spm;
 pub mod tokenizer;
 pub mod weights;
 
+pub use backend::Backend;
 pub use config::{DecoderConfig, Family, RopeLayout};
 pub use error::{Error, Result};
-pub use backend::Backend;
 pub use kv_cache::{CacheOptions, KvCache, KvPrecision};
 pub use model::{Batch, Decoder};
 pub use quantized_llama::QuantizedLlama;

@@ -1,10 +1,10 @@
 //! Opening a model from disk: one `.gguf` file, or a Hugging Face directory
 //! (`config.json`, `tokenizer.json`, `*.safetensors`).
 
+use crate::backend::Backend;
 use crate::chat::ChatTemplate;
 use crate::config::DecoderConfig;
 use crate::gguf::GgufModel;
-use crate::backend::Backend;
 use crate::model::Decoder;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{SafetensorsDir, WeightSource};

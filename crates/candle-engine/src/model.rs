@@ -19,8 +19,7 @@ use crate::kv_cache::{CacheOptions, KvCache, LayerGeometry};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use candle_quant::QLinear;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use std::sync::atomic::AtomicU64;
 
 /// Tokens to run through the model in one step. Token `i` belongs to the
 /// sequence in cache slot `slots[i]` at position `positions[i]`; each
@@ -156,8 +155,12 @@ trait Step {
     /// each head of a row).
     fn rms_norm_in_place(&self, x: &mut Self::Rows, weight: &Self::Vector) -> Result<()>;
     /// `outs[i] = x W_iᵀ` for layers that read the same input.
-    fn linear(&self, layers: &[&QLinear], x: &Self::Rows, outs: &mut [&mut Self::Rows])
-        -> Result<()>;
+    fn linear(
+        &self,
+        layers: &[&QLinear],
+        x: &Self::Rows,
+        outs: &mut [&mut Self::Rows],
+    ) -> Result<()>;
     fn add_bias(&self, x: &mut Self::Rows, bias: &Self::Vector) -> Result<()>;
     /// Rotates every head of each token's row by the angles of its position.
     fn rope(&self, x: &mut Self::Rows, rope: &Rope<Self::Vector>) -> Result<()>;

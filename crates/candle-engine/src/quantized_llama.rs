@@ -1,8 +1,8 @@
 //! HIP-19's seed API for quantized models: `QuantizedLlama::load(path,
 //! &device)` and `forward(&input, position_offset)`.
 
-use crate::gguf::GgufModel;
 use crate::backend::Backend;
+use crate::gguf::GgufModel;
 use crate::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use crate::model::{Batch, Decoder};
 use crate::{Error, Result};
@@ -81,10 +81,9 @@ impl QuantizedLlama {
             }
         };
         let ids: Vec<u32> = ids.to_dtype(DType::U32)?.to_vec1()?;
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| Error::Internal("an earlier call panicked while holding the KV cache".into()))?;
+        let mut cache = self.cache.lock().map_err(|_| {
+            Error::Internal("an earlier call panicked while holding the KV cache".into())
+        })?;
         if position_offset == 0 {
             cache.clear(0);
         } else if position_offset != cache.len(0) {

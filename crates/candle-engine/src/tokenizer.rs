@@ -201,7 +201,7 @@ impl Tokenizer {
                 })
             }
             other => Err(Error::Tokenizer(format!(
-                "GGUF tokenizer model `{other}` is not supported; supported: gpt2 (byte-level BPE), llama (SentencePiece)"
+                "tokenizer.ggml.model `{other}` is not supported; supported: gpt2 (byte-level BPE), llama (SentencePiece)"
             ))),
         }
     }
@@ -218,13 +218,20 @@ impl Tokenizer {
         let document = gguf_bpe_document(&spec.tokens, &spec.token_types, &spec.merges, pre)
             .map_err(|other| {
                 Error::Tokenizer(format!(
-                    "GGUF pre-tokenizer `{other}` is not supported yet; supported: {SUPPORTED_GGUF_PRE}"
+                    "tokenizer.ggml.pre `{other}` is not supported yet; supported: {SUPPORTED_GGUF_PRE}"
                 ))
             })?;
         let bytes =
             serde_json::to_vec(&document).map_err(|e| tokenizer_error("GGUF vocabulary", e))?;
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| tokenizer_error("GGUF vocabulary", e))?;
+        // The BPE model checks that every merge is two tokens whose
+        // concatenation is a token too; its errors quote the merge, not
+        // where it came from.
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
+            tokenizer_error(
+                "the BPE model of tokenizer.ggml.tokens and tokenizer.ggml.merges",
+                e,
+            )
+        })?;
         Ok(Self {
             backend: Backend::HuggingFace(Box::new(inner)),
             bos: spec.bos,

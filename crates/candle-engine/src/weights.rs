@@ -103,7 +103,9 @@ impl TensorName {
     pub fn hf(self, family: Family) -> String {
         let gemma = matches!(family, Family::Gemma2 | Family::Gemma3);
         let (layer, part) = match self {
-            Self::Global(GlobalTensor::TokenEmbedding) => return "model.embed_tokens.weight".into(),
+            Self::Global(GlobalTensor::TokenEmbedding) => {
+                return "model.embed_tokens.weight".into()
+            }
             Self::Global(GlobalTensor::OutputNorm) => return "model.norm.weight".into(),
             Self::Global(GlobalTensor::Output) => return "lm_head.weight".into(),
             Self::Layer(layer, part) => (layer, part),
@@ -214,9 +216,9 @@ impl RawTensor {
             })
             .collect::<Result<Vec<_>>>()?;
         // One part per entry of `rows`, by construction.
-        parts
-            .try_into()
-            .map_err(|_| Error::Internal(format!("{} split into the wrong number of parts", self.key)))
+        parts.try_into().map_err(|_| {
+            Error::Internal(format!("{} split into the wrong number of parts", self.key))
+        })
     }
 
     /// All values as f32 (norm weights, biases), checked against the
@@ -250,13 +252,24 @@ fn linear_for(
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::SafetensorsDir;
+pub use native::{safetensors_files, SafetensorsDir};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::*;
     use std::collections::HashMap;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+
+    /// The `*.safetensors` files of `dir`, sorted by name (shards in order).
+    pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
 
     /// The `*.safetensors` files of a Hugging Face model directory,
     /// memory-mapped; tensors are borrowed from the mappings.
@@ -267,25 +280,26 @@ mod native {
 
     impl SafetensorsDir {
         pub fn open(dir: &Path) -> Result<Self> {
-            let mut files: Vec<_> = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-                .collect();
-            files.sort();
+            let files = safetensors_files(dir)?;
             if files.is_empty() {
                 return Err(Error::InvalidModel(format!(
                     "no *.safetensors file in {}",
                     dir.display()
                 )));
             }
+            Self::open_files(&files)
+        }
+
+        /// Maps `files` (the shards of one checkpoint); every tensor must be
+        /// f32, f16 or bf16.
+        pub fn open_files(files: &[PathBuf]) -> Result<Self> {
             let mut tensors = HashMap::new();
             let mut maps = Vec::new();
             for path in files {
-                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
                 // SAFETY: the mapping is read-only and the loader documents that
                 // model files must not be modified while loaded.
-                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
                 let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
                     .map_err(|e| Error::InvalidModel(format!("{}: {e}", path.display())))?;
                 let data_start = 8 + header_len;
@@ -315,6 +329,12 @@ mod native {
                 maps.push(Arc::new(map));
             }
             Ok(Self { tensors, maps })
+        }
+
+        /// The names of all tensors, as the checkpoint spells them, in no
+        /// particular order.
+        pub fn names(&self) -> impl Iterator<Item = &str> {
+            self.tensors.keys().map(String::as_str)
         }
     }
 

@@ -46,13 +46,14 @@ fn load() -> (Decoder, Vec<u32>, Vec<Vec<f32>>) {
 }
 
 fn cache_with_step(decoder: &Decoder, slots: usize, step: usize) -> KvCache {
-    decoder.new_cache(CacheOptions {
-        slots,
-        max_context: Some(64),
-        max_step_tokens: step,
-        precision: KvPrecision::F32,
-    })
-    .unwrap()
+    decoder
+        .new_cache(CacheOptions {
+            slots,
+            max_context: Some(64),
+            max_step_tokens: step,
+            precision: KvPrecision::F32,
+        })
+        .unwrap()
 }
 
 fn cache_for(decoder: &Decoder, slots: usize) -> KvCache {
@@ -190,7 +191,10 @@ fn a_cache_larger_than_the_decoder_context_is_refused() {
             ..CacheOptions::default()
         })
         .unwrap_err();
-    assert!(err.to_string().contains("65") && err.to_string().contains("64"), "{err}");
+    assert!(
+        err.to_string().contains("65") && err.to_string().contains("64"),
+        "{err}"
+    );
 }
 
 #[test]

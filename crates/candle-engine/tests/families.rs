@@ -1,19 +1,19 @@
 //! Every decoder family against Hugging Face transformers: tiny random
 //! models (`scripts/gen_family_fixtures.py`) loaded from their Hugging Face
-//! directory, and the same weights converted in-test to GGUF the way
-//! llama.cpp's converter does, must both reproduce transformers' logits for
-//! a prefill followed by token-by-token decoding through the KV cache, on
-//! both backends (our CPU kernels, and the tensor path that CUDA and Metal
-//! use, here on the CPU device).
+//! directory, and the GGUF files llama.cpp's own `convert_hf_to_gguf.py`
+//! made of them, must both reproduce transformers' logits for a prefill
+//! followed by token-by-token decoding through the KV cache, on both
+//! backends (our CPU kernels, and the tensor path that CUDA and Metal use,
+//! here on the CPU device).
 
 mod common;
 
 use candle_core::Device;
 use candle_engine::gguf::GgufModel;
-use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvPrecision};
 use candle_engine::weights::{SafetensorsDir, WeightSource};
 use candle_engine::{Backend, Batch, Decoder, DecoderConfig, Error, Family};
-use candle_quant::gguf::{GgmlType, GgufFile, GgufWriter};
+use candle_quant::gguf::{GgufFile, GgufWriter};
 use std::path::{Path, PathBuf};
 
 const FAMILIES: [&str; 5] = ["qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
@@ -26,10 +26,13 @@ const MAX_CONTEXT: usize = 64;
 /// by > 1e-2).
 const TOLERANCE: f32 = 1e-4;
 
+fn families_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
+}
+
+/// A family's Hugging Face directory.
 fn fixture_dir(family: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/families")
-        .join(family)
+    families_dir().join(family)
 }
 
 struct Reference {
@@ -38,12 +41,19 @@ struct Reference {
     logits: Vec<Vec<f32>>,
 }
 
+/// transformers' logits for the fixture directory.
 fn reference(family: &str) -> Reference {
-    let tensors = candle_core::safetensors::load(
-        fixture_dir(family).with_file_name(format!("{family}-reference.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
+    load_reference(&format!("{family}-reference.safetensors"))
+}
+
+fn load_reference(file: &str) -> Reference {
+    let path = families_dir().join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/gen_family_fixtures.py",
+        path.display()
+    );
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
     Reference {
         tokens: tensors["tokens"]
             .to_vec1::<i64>()
@@ -65,13 +75,14 @@ fn hf_config(family: &str) -> DecoderConfig {
 /// `step`-token steps), then feeds the rest one token at a time, and returns
 /// the logits of every position.
 fn run(decoder: &Decoder, reference: &Reference, step: usize) -> Vec<Vec<f32>> {
-    let mut cache = decoder.new_cache(CacheOptions {
-        slots: 1,
-        max_context: Some(MAX_CONTEXT),
-        max_step_tokens: step,
-        precision: KvPrecision::F32,
-    })
-    .unwrap();
+    let mut cache = decoder
+        .new_cache(CacheOptions {
+            slots: 1,
+            max_context: Some(MAX_CONTEXT),
+            max_step_tokens: step,
+            precision: KvPrecision::F32,
+        })
+        .unwrap();
     let prompt = &reference.tokens[..reference.prompt_len];
     let mut rows = Vec::new();
     for start in (0..prompt.len()).step_by(step) {
@@ -109,10 +120,9 @@ fn families_and_backends() -> impl Iterator<Item = (&'static str, Backend)> {
     })
 }
 
-fn check(family: &str, decoder: &Decoder) {
-    let reference = reference(family);
+fn check(family: &str, decoder: &Decoder, reference: &Reference) {
     // The whole prompt in one step.
-    let diff = max_diff(&run(decoder, &reference, 16), &reference.logits);
+    let diff = max_diff(&run(decoder, reference, 16), &reference.logits);
     eprintln!("{family} on {:?}: max |diff| {diff:.2e}", decoder.backend());
     assert!(
         diff < TOLERANCE,
@@ -127,7 +137,7 @@ fn hf_directories_match_transformers() {
         let dir = fixture_dir(family);
         let source = SafetensorsDir::open(&dir).unwrap();
         let decoder = Decoder::load_on(hf_config(family), &source, MAX_CONTEXT, backend).unwrap();
-        check(family, &decoder);
+        check(family, &decoder, &reference(family));
     }
 }
 
@@ -163,6 +173,10 @@ fn hf_configs_express_the_family_differences() {
     assert_eq!(gemma2.embedding_scale, Some(8.0));
     assert_eq!(gemma2.norm_weight_offset, 1.0);
     let gemma3 = hf_config("gemma3");
+    assert_eq!(
+        gemma3.layer_windows,
+        [[Some(4); 5].as_slice(), &[None]].concat()
+    );
     assert_eq!(gemma3.head_dim, 24);
     assert_eq!(gemma3.rope_linear_factor, 4.0);
     assert_eq!(gemma3.sliding_rope_theta, Some(10_000.0));
@@ -171,181 +185,53 @@ fn hf_configs_express_the_family_differences() {
     assert!(!phi3.tie_word_embeddings && phi3.layer_windows == vec![None, None]);
 }
 
-/// llama.cpp's name for a Hugging Face tensor name (`convert_hf_to_gguf.py`'s
-/// tensor map for these architectures).
-fn gguf_name(hf: &str, gemma: bool) -> String {
-    let global = [
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-        ("lm_head.weight", "output.weight"),
-    ];
-    if let Some((_, name)) = global.iter().find(|(h, _)| *h == hf) {
-        return name.to_string();
-    }
-    let rest = hf.strip_prefix("model.layers.").unwrap();
-    let (layer, suffix) = rest.split_once('.').unwrap();
-    let gguf = match suffix {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "self_attn.qkv_proj.weight" => "attn_qkv.weight",
-        "self_attn.q_norm.weight" => "attn_q_norm.weight",
-        "self_attn.k_norm.weight" => "attn_k_norm.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.gate_up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
-        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
-        // Gemma's post_attention_layernorm is a sandwich norm; elsewhere it
-        // is the norm before the feed-forward block.
-        "post_attention_layernorm.weight" if gemma => "post_attention_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        other => panic!("no GGUF name for {other}"),
-    };
-    format!("blk.{layer}.{gguf}")
+/// `<family>.gguf`, made from the fixture directory by llama.cpp's own
+/// `convert_hf_to_gguf.py` (`scripts/gen_family_fixtures.py`).
+fn open_gguf(family: &str) -> GgufModel {
+    let path = families_dir().join(format!("{family}.gguf"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/gen_family_fixtures.py",
+        path.display()
+    );
+    GgufModel::new(GgufFile::open(&path).unwrap())
 }
 
-/// The fixture's weights and hyper-parameters as llama.cpp's converter
-/// writes them: f32 tensors under llama.cpp's names, Gemma norm weights
-/// with the 1 of `(1 + w)` added, no q/k row permutation (only llama gets
-/// one), Phi-3's fused tensors kept fused, tied output left out.
-fn convert_to_gguf(family: &str) -> Vec<u8> {
-    let dir = fixture_dir(family);
-    let config = hf_config(family);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let gemma = family.starts_with("gemma");
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-
-    let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", family).unwrap();
-    let key = |k: &str| format!("{family}.{k}");
-    for (k, v) in [
-        ("block_count", config.num_layers),
-        (
-            "context_length",
-            json["max_position_embeddings"].as_u64().unwrap() as usize,
-        ),
-        ("embedding_length", config.hidden_size),
-        ("feed_forward_length", config.intermediate_size),
-        ("attention.head_count", config.num_heads),
-        ("attention.head_count_kv", config.num_kv_heads),
-        ("attention.key_length", config.head_dim),
-        ("attention.value_length", config.head_dim),
-        ("rope.dimension_count", config.head_dim),
-        ("vocab_size", config.vocab_size),
-    ] {
-        w.add_metadata(&key(k), v as u32).unwrap();
+/// What transformers computes for the model a family's GGUF file describes.
+/// llama.cpp scales Gemma's queries by 1/sqrt(head_dim) and the converter
+/// drops `query_pre_attn_scalar`, which the Gemma fixtures set to something
+/// else (so that the Hugging Face path is tested on it): their GGUF
+/// reference is transformers on the same weights with the scalar at
+/// head_dim.
+fn gguf_reference(family: &str) -> Reference {
+    if family.starts_with("gemma") {
+        load_reference(&format!("{family}-gguf-reference.safetensors"))
+    } else {
+        reference(family)
     }
-    w.add_metadata(
-        &key("attention.layer_norm_rms_epsilon"),
-        config.rms_norm_eps as f32,
-    )
-    .unwrap();
-    w.add_metadata(&key("rope.freq_base"), config.rope_theta as f32)
-        .unwrap();
-    if gemma {
-        let window = json["sliding_window"].as_u64().unwrap() as u32;
-        w.add_metadata(&key("attention.sliding_window"), window)
-            .unwrap();
-    }
-    if family == "gemma3" {
-        // llama.cpp fixes Gemma 3's pattern at 5 sliding : 1 global, which
-        // two layers cannot show; the fixture's [sliding, global] is
-        // pattern 2, declared with the key llama.cpp uses for it elsewhere.
-        w.add_metadata(&key("attention.sliding_window_pattern"), 2u32)
-            .unwrap();
-    }
-    if let Some(cap) = config.attn_logit_softcap {
-        w.add_metadata(&key("attn_logit_softcapping"), cap).unwrap();
-        w.add_metadata(
-            &key("final_logit_softcapping"),
-            config.final_logit_softcap.unwrap(),
-        )
-        .unwrap();
-    }
-    if config.rope_linear_factor != 1.0 {
-        w.add_metadata(&key("rope.scaling.type"), "linear").unwrap();
-        w.add_metadata(
-            &key("rope.scaling.factor"),
-            config.rope_linear_factor as f32,
-        )
-        .unwrap();
-    }
-    // llama.cpp scales Gemma queries by 1/sqrt(head_dim) and has no key for
-    // query_pre_attn_scalar; the fixtures use a different scalar so that the
-    // Hugging Face path is tested on it. Folding the ratio into the query
-    // weights (or the query norm, which would undo a weight scale) is exact,
-    // since RoPE is linear: q·k/sqrt(head_dim) then equals
-    // q·k/sqrt(query_pre_attn_scalar).
-    let query_fold = config.attention_scale / (config.head_dim as f32).powf(-0.5);
-
-    let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    for hf in names {
-        let view = tensors.tensor(&hf).unwrap();
-        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{hf}");
-        let mut values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        if gemma && hf.ends_with("norm.weight") {
-            values.iter_mut().for_each(|v| *v += 1.0);
-        }
-        let folds_query = if config.qk_norm {
-            hf.ends_with("self_attn.q_norm.weight")
-        } else {
-            hf.ends_with("self_attn.q_proj.weight")
-        };
-        if gemma && folds_query {
-            values.iter_mut().for_each(|v| *v *= query_fold);
-        }
-        let dims: Vec<u64> = view.shape().iter().rev().map(|&d| d as u64).collect();
-        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        w.add_tensor(&gguf_name(&hf, gemma), GgmlType::F32, &dims, data)
-            .unwrap();
-    }
-    w.to_bytes().unwrap()
-}
-
-fn open_gguf(family: &str, bytes: &[u8]) -> GgufModel {
-    let path = std::env::temp_dir().join(format!(
-        "hanzo-families-{}-{family}.gguf",
-        std::process::id()
-    ));
-    std::fs::write(&path, bytes).unwrap();
-    let file = GgufFile::open(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    GgufModel::new(file)
 }
 
 #[test]
 fn gguf_conversions_match_transformers() {
     for (family, backend) in families_and_backends() {
-        let model = open_gguf(family, &convert_to_gguf(family));
+        let model = open_gguf(family);
         let config = model.config().unwrap();
         let hf = hf_config(family);
         assert_eq!(config.family, hf.family, "{family}");
         assert_eq!(config.layer_windows, hf.layer_windows, "{family}");
         let decoder = Decoder::load_on(config, &model, MAX_CONTEXT, backend).unwrap();
-        check(family, &decoder);
+        check(family, &decoder, &gguf_reference(family));
     }
 }
 
 #[test]
 fn phi3_gguf_keeps_fused_tensors_and_checks_their_rows() {
     use candle_engine::weights::{LayerTensor, TensorName};
-    let model = open_gguf("phi3", &convert_to_gguf("phi3"));
-    assert!(model.contains_layer_tensor(0, LayerTensor::FusedQkv));
-    assert!(!model.contains(&TensorName::Query(0)));
+    let model = open_gguf("phi3");
+    let layer_0 = |part| TensorName::Layer(0, part);
+    let has = |part| model.find(layer_0(part), Family::Phi3).unwrap().is_some();
+    assert!(has(LayerTensor::FusedQkv));
+    assert!(!has(LayerTensor::Query));
     // A config whose heads do not add up to the fused rows is refused with
     // the tensor's name and both shapes.
     let mut config = model.config().unwrap();
@@ -373,7 +259,7 @@ fn unsupported_architectures_list_the_supported_ones() {
     }
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", "mamba").unwrap();
-    let err = open_gguf("mamba", &w.to_bytes().unwrap())
+    let err = GgufModel::new(GgufFile::from_vec(w.to_bytes().unwrap()).unwrap())
         .config()
         .unwrap_err();
     assert!(err.to_string().contains("mamba") && err.to_string().contains("gemma3"));

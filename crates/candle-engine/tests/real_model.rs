@@ -11,6 +11,7 @@
 
 mod common;
 
+use candle_engine::generate::{generate, Event, FinishReason, GenerationParams};
 use candle_engine::gguf::GgufModel;
 use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::{Backend, Batch, Decoder};
@@ -132,13 +133,14 @@ fn load_on(model: &RealModel, backend: Backend) -> (GgufModel, Decoder) {
 
 /// llama.cpp's default cache precision, for `decoder`'s backend.
 fn f16_cache(decoder: &Decoder) -> KvCache {
-    decoder.new_cache(CacheOptions {
-        slots: 1,
-        max_context: Some(512),
-        max_step_tokens: 512,
-        precision: KvPrecision::F16,
-    })
-    .unwrap()
+    decoder
+        .new_cache(CacheOptions {
+            slots: 1,
+            max_context: Some(512),
+            max_step_tokens: 512,
+            precision: KvPrecision::F16,
+        })
+        .unwrap()
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
@@ -328,4 +330,56 @@ fn gemma3_loads_end_to_end_from_text() {
             assert_eq!(next, prompt.greedy[0], "after {:?}", prompt.text);
         }
     }
+}
+
+#[test]
+fn a_stop_string_ends_generation_and_streaming_holds_back_only_what_may_start_one() {
+    // llama.cpp's greedy continuation of this prompt begins " Paris.\n\nThe"
+    // with every top-2 gap above the near-tie bound, so our greedy decoding
+    // takes the same tokens (`greedy_continuations_match_llama_cpp`) and the
+    // stop string ".\n\nThe", three tokens long, certainly occurs.
+    let (model, decoder) = load(&SMOLLM2);
+    let tokenizer = model.tokenizer().unwrap();
+    let prompt = reference(&SMOLLM2)
+        .prompts
+        .into_iter()
+        .find(|p| p.text == "The capital of France is")
+        .unwrap();
+    let forced = &prompt.greedy[..5];
+    assert!(prompt.greedy_margins[..5]
+        .iter()
+        .all(|&m| m >= SMOLLM2.near_tie));
+    assert_eq!(tokenizer.decode(forced, false).unwrap(), " Paris.\n\nThe");
+
+    let params = GenerationParams {
+        max_tokens: 16,
+        // "Paris!" never completes: the " Paris" it could begin is held
+        // back until the "." rules it out.
+        stop: vec!["Paris!".into(), ".\n\nThe".into()],
+        ..GenerationParams::default()
+    };
+    let mut pieces = Vec::new();
+    let mut cache = f16_cache(&decoder);
+    let generation = generate(
+        &decoder,
+        &tokenizer,
+        &mut cache,
+        std::slice::from_ref(&prompt.ids),
+        &params,
+        &mut |event| {
+            if let Event::Text { text, .. } = event {
+                pieces.push(text.to_string());
+            }
+        },
+    )
+    .unwrap()
+    .remove(0);
+    assert_eq!(generation.finish, FinishReason::Stop);
+    assert_eq!(generation.tokens, forced);
+    assert_eq!(generation.text, " Paris");
+    assert_eq!(pieces.concat(), generation.text);
+    // " " streams as soon as " Paris" arrives ("Paris" may start "Paris!"),
+    // "Paris" once "." rules that out; the "." that starts ".\n\nThe" and
+    // the newlines after it are never streamed.
+    assert_eq!(pieces, [" ", "Paris"]);
 }

@@ -1,26 +1,28 @@
 //! Issue 4's safetensors evidence on the real SmolLM2-135M-Instruct: the
 //! Q4_1 GGUF is turned into an f32 Hugging Face directory by
-//! `export::gguf_to_hf_dir` (dequantized, query/key permutation undone),
+//! `convert::gguf_to_hf_dir` (dequantized, query/key permutation undone),
 //! loaded through the Hugging Face path of `Model::load`, and its logits are
 //! compared with `transformers` on the same f32 weights
 //! (`scripts/gen_transformers_fixtures.py`, which dequantizes with gguf-py).
-//! The directory is then quantized back with `export::quantize_hf_dir`
-//! (what `hanzo-candle quantize` runs) to q8_0 and q4_k_m.
+//! The directory is then quantized back with `convert::quantize_hf_dir`
+//! (what `hanzo-candle quantize` runs) to q8_0 and q4_k_m, and rounded to
+//! an f16 directory, which is compared with transformers on the same f16
+//! weights (`gen_transformers_fixtures.py --f16`).
 //!
 //! The model comes from `scripts/fetch-models.sh` into
 //! `$HANZO_CANDLE_MODELS`, default `~/.cache/hanzo-candle/models`. The f32
-//! directory (~540 MB) is written once per run of this test binary under
-//! the target directory's tmp folder.
+//! directory (~540 MB) and the f16 one (~270 MB) are written once per run
+//! of this test binary under the target directory's tmp folder.
 
 mod common;
 
-use candle_engine::export::{gguf_to_hf_dir, quantize_hf_dir};
+use candle_engine::convert::{gguf_to_hf_dir, quantize_hf_dir};
 use candle_engine::generate::{generate, GenerationParams};
 use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::{Backend, Batch};
-use candle_quant::deploy::Preset;
 use candle_quant::gguf::{GgmlType, GgufFile};
+use candle_quant::preset::Preset;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -67,6 +69,11 @@ fn reference() -> Reference {
     serde_json::from_str(&fixture("transformers.json")).unwrap()
 }
 
+/// transformers on the f32 weights rounded to f16, computing in f32.
+fn reference_f16() -> Reference {
+    serde_json::from_str(&fixture("transformers-f16.json")).unwrap()
+}
+
 fn gguf_path() -> PathBuf {
     let dir = std::env::var_os("HANZO_CANDLE_MODELS")
         .map(PathBuf::from)
@@ -102,6 +109,54 @@ fn f32_dir() -> &'static Path {
     })
 }
 
+/// The f32 directory with every tensor rounded to f16 (to nearest, ties to
+/// even, as PyTorch's `.half()`): a Hugging Face f16 checkpoint of the
+/// model. Written once per test binary.
+fn f16_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = work_dir().join("smollm2-f16");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(f32_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x != "safetensors") {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let file = std::fs::File::open(f32_dir().join("model.safetensors")).unwrap();
+        // SAFETY: the test wrote the file and nothing changes it while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&map).unwrap();
+        let halves: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+                let bytes = view
+                    .data()
+                    .chunks_exact(4)
+                    .flat_map(|c| {
+                        let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                        half::f16::from_f32(v).to_le_bytes()
+                    })
+                    .collect();
+                (name, view.shape().to_vec(), bytes)
+            })
+            .collect();
+        let views = halves.iter().map(|(name, shape, bytes)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), bytes)
+                    .unwrap();
+            (name.as_str(), view)
+        });
+        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+        dir
+    })
+}
+
 fn quantized(preset: Preset) -> PathBuf {
     let out = work_dir().join(format!("smollm2.{preset}.gguf"));
     let mut seen = 0;
@@ -116,16 +171,19 @@ fn quantized(preset: Preset) -> PathBuf {
 
 /// A one-sequence f32 cache for `model`'s backend, as transformers keeps.
 fn f32_cache(model: &Model) -> KvCache {
-    model.decoder.new_cache(CacheOptions {
-        slots: 1,
-        max_context: Some(64),
-        max_step_tokens: 64,
-        precision: KvPrecision::F32,
-    })
-    .unwrap()
+    model
+        .decoder
+        .new_cache(CacheOptions {
+            slots: 1,
+            max_context: Some(64),
+            max_step_tokens: 64,
+            precision: KvPrecision::F32,
+        })
+        .unwrap()
 }
 
-/// Logits at every position of each reference prompt.
+/// Logits at every position of each reference prompt (the f32 and f16
+/// fixtures share their prompts).
 fn logits(model: &Model) -> Vec<Vec<Vec<f32>>> {
     reference()
         .prompts
@@ -160,7 +218,7 @@ struct Comparison {
     positions: usize,
 }
 
-fn compare(ours: &[Vec<Vec<f32>>]) -> Comparison {
+fn compare(reference: &Reference, ours: &[Vec<Vec<f32>>]) -> Comparison {
     let mut c = Comparison {
         raw: 0.0,
         shifted_top: 0.0,
@@ -175,7 +233,7 @@ fn compare(ours: &[Vec<Vec<f32>>]) -> Comparison {
         ((got - row[top as usize] as f64) - (want - top_want)).abs()
     };
     let (mut shifted_top, mut shifted_tail) = (0f64, 0f64);
-    for (prompt, rows) in reference().prompts.iter().zip(ours) {
+    for (prompt, rows) in reference.prompts.iter().zip(ours) {
         for (pos, row) in prompt.positions.iter().zip(rows) {
             for (&id, &want) in pos.ids.iter().zip(&pos.logits) {
                 shifted_top =
@@ -191,7 +249,7 @@ fn compare(ours: &[Vec<Vec<f32>>]) -> Comparison {
     }
     c.shifted_top = shifted_top;
     c.shifted_tail = shifted_tail;
-    for (prompt, rows) in reference().prompts.iter().zip(ours) {
+    for (prompt, rows) in reference.prompts.iter().zip(ours) {
         for (pos, row) in prompt.positions.iter().zip(rows) {
             let top = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
             c.top1_agree += usize::from(top as u32 == pos.ids[0]);
@@ -210,7 +268,7 @@ fn f32_safetensors_dir_matches_transformers_logits_within_1e_3() {
 }
 
 fn check_f32_logits(model: &Model) {
-    let c = compare(&logits(model));
+    let c = compare(&reference(), &logits(model));
     eprintln!(
         "f32 dir vs transformers on {:?}: max |logit diff| {:.2e}, top-1 {}/{}",
         model.decoder.backend(),
@@ -224,6 +282,22 @@ fn check_f32_logits(model: &Model) {
     // above); 1e-3 is the bound issue 4 sets and leaves room for other
     // BLAS orderings while still catching any wrong weight, permutation or
     // hyper-parameter, each of which moves logits by > 0.1.
+    assert!(c.raw < 1e-3, "max |logit diff| {}", c.raw);
+    assert_eq!(c.top1_agree, c.positions);
+}
+
+/// The f16 directory runs on our F16 kernels, straight from the mapping
+/// (f16 weights, f32 activations and sums), and must meet the f32
+/// directory's bound against transformers on the same f16 weights: the
+/// arithmetic is again f32 on identical weights in another order.
+#[test]
+fn f16_safetensors_dir_matches_transformers_on_f16_weights_within_1e_3() {
+    let model = Model::load_on(f16_dir(), Some(512), Backend::Native).unwrap();
+    let c = compare(&reference_f16(), &logits(&model));
+    eprintln!(
+        "f16 dir vs transformers on f16 weights: max |logit diff| {:.2e}, top-1 {}/{}",
+        c.raw, c.top1_agree, c.positions
+    );
     assert!(c.raw < 1e-3, "max |logit diff| {}", c.raw);
     assert_eq!(c.top1_agree, c.positions);
 }
@@ -340,7 +414,7 @@ fn q8_0_quantized_dir_stays_close_to_f32_and_keeps_metadata() {
         .all(|t| t.info.ggml_type == GgmlType::Q8_0));
 
     let model = Model::load(&path, Some(512)).unwrap();
-    let c = compare(&logits(&model));
+    let c = compare(&reference(), &logits(&model));
     eprintln!(
         "q8_0 vs transformers f32: max |logit diff| {:.3}, shift-free top-16 {:.3}, tail {:.3}, top-1 {}/{}",
         c.raw, c.shifted_top, c.shifted_tail, c.top1_agree, c.positions
@@ -389,7 +463,7 @@ fn q4_k_m_quantized_dir_follows_the_mixture_loads_and_generates() {
         std::fs::write(dump, serde_json::json!({ "prompts": ours }).to_string()).unwrap();
         eprintln!("q4_k_m file for the llama.cpp check: {}", path.display());
     }
-    let c = compare(&ours);
+    let c = compare(&reference(), &ours);
     eprintln!(
         "q4_k_m vs transformers f32: max |logit diff| {:.3}, shift-free top-16 {:.3}, tail {:.3}, top-1 {}/{}",
         c.raw, c.shifted_top, c.shifted_tail, c.top1_agree, c.positions
@@ -404,12 +478,15 @@ fn q4_k_m_quantized_dir_follows_the_mixture_loads_and_generates() {
         .tokenizer
         .encode("The capital of France is", false)
         .unwrap();
-    let mut cache = model.decoder.new_cache(CacheOptions {
-        slots: 1,
-        max_context: Some(64),
-        max_step_tokens: 64,
-        precision: KvPrecision::F32,
-    }).unwrap();
+    let mut cache = model
+        .decoder
+        .new_cache(CacheOptions {
+            slots: 1,
+            max_context: Some(64),
+            max_step_tokens: 64,
+            precision: KvPrecision::F32,
+        })
+        .unwrap();
     let params = GenerationParams {
         max_tokens: 8,
         ..GenerationParams::default()

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, D};
 use candle_hamiltonian::diagnostics::split_rank_normalized_ess;
-use candle_hamiltonian::models::{read_csv, LogisticRegression};
+use candle_hamiltonian::models::LogisticRegression;
 use candle_hamiltonian::{
     dot, run, uniform_initial_positions, FnPotential, Kernel, Nuts, Potential, TensorPotential,
     UTurnCriterion, WarmupConfig,
@@ -40,16 +40,20 @@ fn min_bulk_ess(draws: &[f64], chains: usize, n: usize, dim: usize) -> anyhow::R
     Ok(worst)
 }
 
-fn read_matrix(path: &str) -> anyhow::Result<(Vec<f64>, usize)> {
+/// A numeric comma-separated file (after `header_lines` lines) as
+/// row-major values and its row count.
+fn read_matrix(path: &str, header_lines: usize) -> anyhow::Result<(Vec<f64>, usize)> {
     let text = std::fs::read_to_string(path).with_context(|| path.to_string())?;
     let rows: Vec<Vec<f64>> = text
         .lines()
+        .skip(header_lines)
         .map(|l| {
             l.split(',')
                 .map(|v| v.trim().parse::<f64>())
                 .collect::<Result<_, _>>()
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .with_context(|| path.to_string())?;
     let n = rows.len();
     Ok((rows.concat(), n))
 }
@@ -168,7 +172,7 @@ fn main() -> anyhow::Result<()> {
     let seed = seed as u64;
     let ours = match target {
         "gaussian" | "gaussian-tensor" => {
-            let (precision, dim) = read_matrix(&format!("{dir}/gaussian_precision.csv"))?;
+            let (precision, dim) = read_matrix(&format!("{dir}/gaussian_precision.csv"), 0)?;
             if target == "gaussian" {
                 let p = precision.clone();
                 let f = move |q: &[f64], g: &mut [f64]| {
@@ -201,20 +205,29 @@ fn main() -> anyhow::Result<()> {
             }
         }
         "logistic" | "logistic-tensor" => {
-            let path = format!("{dir}/logistic.csv");
-            let table = read_csv(&path)?;
-            let model = LogisticRegression::from_table(&table, "y", 10.0, &path)?;
+            // make_targets.py writes x1..x25 then the label y, after one
+            // header line.
+            let (table, n) = read_matrix(&format!("{dir}/logistic.csv"), 1)?;
+            if n == 0 || table.len() % n != 0 || table.len() == n {
+                bail!("{dir}/logistic.csv: expected rows of predictors then a label");
+            }
+            let width = table.len() / n;
+            let names = (1..width).map(|i| format!("x{i}")).collect();
+            let mut features = Vec::with_capacity(n * (width - 1));
+            let mut labels = Vec::with_capacity(n);
+            for row in table.chunks_exact(width) {
+                features.extend_from_slice(&row[..width - 1]);
+                labels.push(row[width - 1]);
+            }
+            let model = LogisticRegression::new(names, &features, labels.clone(), 10.0)?;
             if target == "logistic" {
                 sample(model, chains, warmup, draws, seed, separate, criterion)?
             } else {
-                let n = table.rows.len();
-                let k = model.names.len();
+                let k = width;
                 let mut design = Vec::with_capacity(n * k);
-                let mut labels = Vec::with_capacity(n);
-                for row in &table.rows {
+                for row in features.chunks_exact(k - 1) {
                     design.push(1.0);
-                    design.extend_from_slice(&row[..k - 1]);
-                    labels.push(row[k - 1]);
+                    design.extend_from_slice(row);
                 }
                 let x = Tensor::from_vec(design, (n, k), &Device::Cpu)?;
                 let y = Tensor::from_vec(labels, (n, 1), &Device::Cpu)?;

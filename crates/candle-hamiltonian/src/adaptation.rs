@@ -7,8 +7,10 @@ use std::ops::Range;
 use rand::Rng;
 
 use crate::error::{parameter, Result};
-use crate::kernel::{find_reasonable_step_size, Info, Kernel, State};
+use crate::kernel::{Info, Kernel, State};
 use crate::metric::Metric;
+use crate::potential::Potential;
+use crate::trajectory::{EnergyCheck, Leapfrog, Point};
 
 /// Which inverse mass matrix warm-up estimates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +224,50 @@ fn retune_step_size<K: Kernel, R: Rng + ?Sized>(
     let step = find_reasonable_step_size(kernel.potential_mut(), &metric, state, start, rng)?;
     kernel.set_step_size(step)?;
     Ok(step)
+}
+
+/// Pooled step-size search (Stan's heuristic, applied to the mean over
+/// chains): double or halve ε until the one-step acceptance crosses 0.8.
+fn find_reasonable_step_size<R: Rng + ?Sized>(
+    potential: &mut dyn Potential,
+    metric: &Metric,
+    state: &State,
+    initial: f64,
+    rng: &mut R,
+) -> Result<f64> {
+    let (chains, dim) = (state.chains, state.dim);
+    let mut points: Vec<Point> = (0..chains).map(|_| Point::zeros(dim)).collect();
+    let mut leapfrog = Leapfrog::default();
+    let target = 0.8f64.ln();
+    let mut log_accept = |eps: f64, rng: &mut R| -> Result<f64> {
+        for (c, point) in points.iter_mut().enumerate() {
+            point.load_with_momentum(state, c, metric, rng);
+        }
+        let h0: Vec<f64> = points.iter().map(|p| p.h).collect();
+        let mut steps: Vec<_> = points.iter_mut().map(|p| (p, eps)).collect();
+        leapfrog.step(potential, metric, &mut steps)?;
+        // No divergence threshold: only a NaN energy counts as rejection.
+        let mean_accept = points
+            .iter()
+            .zip(&h0)
+            .map(|(point, &h0)| EnergyCheck::new(h0, point.h, f64::INFINITY).acceptance)
+            .sum::<f64>()
+            / chains as f64;
+        Ok(mean_accept.ln())
+    };
+    let mut eps = initial;
+    let increase = log_accept(eps, rng)? > target;
+    // 2^±60 brackets every step size a sane problem needs; stopping there
+    // keeps a flat or broken target from looping forever.
+    for _ in 0..60 {
+        let next = if increase { eps * 2.0 } else { eps * 0.5 };
+        let a = log_accept(next, rng)?;
+        if increase != (a > target) {
+            return Ok(if increase { eps } else { next });
+        }
+        eps = next;
+    }
+    Ok(eps)
 }
 
 /// Runs `config.num_warmup` adaptive transitions from `state`, leaving the

@@ -37,19 +37,6 @@ pub enum Error {
         index: usize,
         pivot: f64,
     },
-    #[error("{path}:{line}:{column}: {message}")]
-    Csv {
-        path: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -4,28 +4,23 @@
 use rand::Rng;
 
 use crate::error::{parameter, Result};
-use crate::kernel::{
-    check_metric, check_state, check_step_size, Batch, Info, Kernel, Point, State,
-};
+use crate::kernel::{check_state, Info, Kernel, State};
 use crate::metric::Metric;
-use crate::nuts::DEFAULT_MAX_ENERGY_ERROR;
 use crate::potential::Potential;
+use crate::trajectory::{Dynamics, Point};
 
+/// The static HMC kernel: a potential, a metric, a step size and a number of
+/// leapfrog steps per transition.
 pub struct Hmc<P> {
-    potential: P,
-    metric: Metric,
-    step_size: f64,
+    dynamics: Dynamics<P>,
     num_integration_steps: usize,
-    max_energy_error: f64,
     points: Vec<Point>,
-    batch: Batch,
 }
 
 impl<P: Potential> Hmc<P> {
     /// `num_integration_steps` ≥ 1 leapfrog steps of `step_size` per
-    /// transition, identity metric.
+    /// transition, identity metric, Stan's divergence threshold 1000.
     pub fn new(potential: P, step_size: f64, num_integration_steps: usize) -> Result<Self> {
-        check_step_size("Hmc::new", step_size)?;
         if num_integration_steps == 0 {
             return Err(parameter(
                 "Hmc::new",
@@ -34,16 +29,18 @@ impl<P: Potential> Hmc<P> {
                 0,
             ));
         }
-        let dim = potential.dim();
         Ok(Hmc {
-            potential,
-            metric: Metric::identity(dim),
-            step_size,
+            dynamics: Dynamics::new("Hmc::new", potential, step_size)?,
             num_integration_steps,
-            max_energy_error: DEFAULT_MAX_ENERGY_ERROR,
             points: Vec::new(),
-            batch: Batch::default(),
         })
+    }
+
+    /// A proposal with H − H₀ above `threshold` is a divergence (rejected).
+    pub fn with_max_energy_error(mut self, threshold: f64) -> Result<Self> {
+        self.dynamics
+            .set_max_energy_error("Hmc::with_max_energy_error", threshold)?;
+        Ok(self)
     }
 
     pub fn with_metric(mut self, metric: Metric) -> Result<Self> {
@@ -54,80 +51,57 @@ impl<P: Potential> Hmc<P> {
 
 impl<P: Potential> Kernel for Hmc<P> {
     fn dim(&self) -> usize {
-        self.potential.dim()
+        self.dynamics.potential.dim()
     }
 
     fn step_size(&self) -> f64 {
-        self.step_size
+        self.dynamics.step_size
     }
 
     fn set_step_size(&mut self, step_size: f64) -> Result<()> {
-        check_step_size("Hmc::set_step_size", step_size)?;
-        self.step_size = step_size;
-        Ok(())
+        self.dynamics.set_step_size("Hmc::set_step_size", step_size)
     }
 
     fn metric(&self) -> &Metric {
-        &self.metric
+        &self.dynamics.metric
     }
 
     fn set_metric(&mut self, metric: Metric) -> Result<()> {
-        check_metric("Hmc::set_metric", self.potential.dim(), &metric)?;
-        self.metric = metric;
-        Ok(())
+        self.dynamics.set_metric("Hmc::set_metric", metric)
     }
 
     fn potential_mut(&mut self) -> &mut dyn Potential {
-        &mut self.potential
+        &mut self.dynamics.potential
     }
 
     fn step<R: Rng + ?Sized>(&mut self, rng: &mut R, mut state: State) -> Result<(State, Info)> {
-        check_state(self.potential.dim(), &state)?;
+        check_state(self.dim(), &state)?;
         let (chains, dim) = (state.chains, state.dim);
-        self.points.resize_with(chains, || Point::zeros(dim));
-        if self.points[0].q.len() != dim {
+        if self.points.len() != chains || self.points[0].q.len() != dim {
             self.points = (0..chains).map(|_| Point::zeros(dim)).collect();
         }
-        self.batch.reserve(chains, dim);
         let mut h0 = vec![0.0; chains];
         for (c, point) in self.points.iter_mut().enumerate() {
-            point.load_with_momentum(&state, c, &self.metric, rng);
+            point.load_with_momentum(&state, c, &self.dynamics.metric, rng);
             h0[c] = point.h;
         }
-        let eps = self.step_size;
+        let eps = self.dynamics.step_size;
         for _ in 0..self.num_integration_steps {
-            for (c, point) in self.points.iter_mut().enumerate() {
-                point.kick_drift(
-                    &self.metric,
-                    eps,
-                    &mut self.batch.positions[c * dim..(c + 1) * dim],
-                );
-            }
-            self.batch.evaluate(&mut self.potential, chains, dim)?;
-            for (c, point) in self.points.iter_mut().enumerate() {
-                let grad = &self.batch.gradients[c * dim..(c + 1) * dim];
-                point.finish_kick(&self.metric, eps, self.batch.potentials[c], grad);
-            }
+            let mut steps: Vec<_> = self.points.iter_mut().map(|p| (p, eps)).collect();
+            self.dynamics.leapfrog(&mut steps)?;
         }
         let mut info = Info::with_chains(chains);
         for (c, point) in self.points.iter().enumerate() {
-            let energy_error = point.h - h0[c];
-            let diverged = energy_error.is_nan() || energy_error > self.max_energy_error;
-            let accept = if diverged {
-                0.0
-            } else {
-                (-energy_error).exp().min(1.0)
-            };
-            let accepted = rng.random::<f64>() < accept;
-            if accepted {
+            let energy = self.dynamics.check_energy(h0[c], point.h);
+            if rng.random::<f64>() < energy.acceptance {
                 let rows = c * dim..(c + 1) * dim;
                 state.position[rows.clone()].copy_from_slice(&point.q);
                 state.gradient[rows].copy_from_slice(&point.grad);
                 state.potential[c] = point.u;
             }
-            info.acceptance_probability[c] = accept;
-            info.energy_error[c] = energy_error;
-            info.diverged[c] = diverged;
+            info.acceptance_probability[c] = energy.acceptance;
+            info.energy_error[c] = energy.error;
+            info.diverged[c] = energy.diverged;
             info.num_gradient_evaluations[c] = self.num_integration_steps;
         }
         Ok((state, info))

@@ -45,6 +45,7 @@ pub mod models;
 mod nuts;
 mod potential;
 mod runner;
+mod trajectory;
 
 pub use adaptation::{warmup, DualAveraging, MetricKind, WarmupConfig};
 pub use energy::{hamiltonian_energy, kinetic_energy};
@@ -56,6 +57,9 @@ pub use integrators::{
 };
 pub use kernel::{Info, Kernel, State};
 pub use metric::{dot, Metric};
-pub use nuts::{Nuts, UTurnCriterion, DEFAULT_MAX_ENERGY_ERROR};
+pub use nuts::{Nuts, UTurnCriterion};
 pub use potential::{FnPotential, Potential, TensorPotential};
-pub use runner::{run, summary_table, uniform_initial_positions, Phase, Trace};
+pub use runner::{
+    run, sample_nuts, summary_table, uniform_initial_positions, Phase, SamplingConfig, Trace,
+};
+pub use trajectory::DEFAULT_MAX_ENERGY_ERROR;

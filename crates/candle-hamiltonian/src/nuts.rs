@@ -13,25 +13,17 @@
 use rand::Rng;
 
 use crate::error::{parameter, Result};
-use crate::kernel::{
-    check_metric, check_state, check_step_size, log_add_exp, Batch, Info, Kernel, Point, State,
-};
+use crate::kernel::{check_state, Info, Kernel, State};
 use crate::metric::{dot, Metric};
 use crate::potential::Potential;
-
-/// Stan's default divergence threshold on H − H₀.
-pub const DEFAULT_MAX_ENERGY_ERROR: f64 = 1000.0;
+use crate::trajectory::{Dynamics, EnergyCheck, Point};
 
 /// The NUTS kernel: a potential, a metric, a step size and tree limits.
 pub struct Nuts<P> {
-    potential: P,
-    metric: Metric,
-    step_size: f64,
+    dynamics: Dynamics<P>,
     max_tree_depth: usize,
-    max_energy_error: f64,
     criterion: UTurnCriterion,
     work: Vec<ChainWork>,
-    batch: Batch,
 }
 
 impl<P: Potential> Nuts<P> {
@@ -57,17 +49,11 @@ impl<P: Potential> Nuts<P> {
     /// # Ok::<(), candle_hamiltonian::Error>(())
     /// ```
     pub fn new(potential: P, step_size: f64) -> Result<Self> {
-        check_step_size("Nuts::new", step_size)?;
-        let dim = potential.dim();
         Ok(Nuts {
-            potential,
-            metric: Metric::identity(dim),
-            step_size,
+            dynamics: Dynamics::new("Nuts::new", potential, step_size)?,
             max_tree_depth: 10,
-            max_energy_error: DEFAULT_MAX_ENERGY_ERROR,
             criterion: UTurnCriterion::Stan,
             work: Vec::new(),
-            batch: Batch::default(),
         })
     }
 
@@ -87,15 +73,8 @@ impl<P: Potential> Nuts<P> {
 
     /// A leapfrog step with H − H₀ above `threshold` is a divergence.
     pub fn with_max_energy_error(mut self, threshold: f64) -> Result<Self> {
-        if threshold.is_nan() || threshold <= 0.0 {
-            return Err(parameter(
-                "Nuts::with_max_energy_error",
-                "max_energy_error",
-                "must be positive",
-                threshold,
-            ));
-        }
-        self.max_energy_error = threshold;
+        self.dynamics
+            .set_max_energy_error("Nuts::with_max_energy_error", threshold)?;
         Ok(self)
     }
 
@@ -114,71 +93,64 @@ impl<P: Potential> Nuts<P> {
 
 impl<P: Potential> Kernel for Nuts<P> {
     fn dim(&self) -> usize {
-        self.potential.dim()
+        self.dynamics.potential.dim()
     }
 
     fn step_size(&self) -> f64 {
-        self.step_size
+        self.dynamics.step_size
     }
 
     fn set_step_size(&mut self, step_size: f64) -> Result<()> {
-        check_step_size("Nuts::set_step_size", step_size)?;
-        self.step_size = step_size;
-        Ok(())
+        self.dynamics
+            .set_step_size("Nuts::set_step_size", step_size)
     }
 
     fn metric(&self) -> &Metric {
-        &self.metric
+        &self.dynamics.metric
     }
 
     fn set_metric(&mut self, metric: Metric) -> Result<()> {
-        check_metric("Nuts::set_metric", self.potential.dim(), &metric)?;
-        self.metric = metric;
-        Ok(())
+        self.dynamics.set_metric("Nuts::set_metric", metric)
     }
 
     fn potential_mut(&mut self) -> &mut dyn Potential {
-        &mut self.potential
+        &mut self.dynamics.potential
     }
 
     fn step<R: Rng + ?Sized>(&mut self, rng: &mut R, mut state: State) -> Result<(State, Info)> {
-        check_state(self.potential.dim(), &state)?;
+        check_state(self.dim(), &state)?;
         let (chains, dim) = (state.chains, state.dim);
         let limits = Limits {
             criterion: self.criterion,
             max_tree_depth: self.max_tree_depth,
-            max_energy_error: self.max_energy_error,
+            max_energy_error: self.dynamics.max_energy_error,
         };
         if self.work.len() != chains || self.work.first().is_some_and(|w| w.dim != dim) {
             self.work = (0..chains)
                 .map(|_| ChainWork::new(dim, limits.max_tree_depth))
                 .collect();
         }
-        self.batch.reserve(chains, dim);
         for (c, work) in self.work.iter_mut().enumerate() {
-            work.begin(&state, c, &self.metric, rng, limits.max_tree_depth);
+            work.begin(&state, c, &self.dynamics.metric, rng, limits.max_tree_depth);
         }
-        let mut active = Vec::with_capacity(chains);
+        let step_size = self.dynamics.step_size;
         loop {
-            active.clear();
-            active.extend((0..chains).filter(|&c| !self.work[c].done));
-            if active.is_empty() {
+            // Every chain whose trajectory still grows takes one step; the
+            // batch rows follow chain order, and so do the leaves below.
+            let mut frontiers: Vec<_> = self
+                .work
+                .iter_mut()
+                .filter(|w| !w.done)
+                .map(|w| {
+                    let eps = w.signed(step_size);
+                    (&mut w.frontier, eps)
+                })
+                .collect();
+            if frontiers.is_empty() {
                 break;
             }
-            for (k, &c) in active.iter().enumerate() {
-                let work = &mut self.work[c];
-                let eps = work.signed(self.step_size);
-                let out = &mut self.batch.positions[k * dim..(k + 1) * dim];
-                work.frontier.kick_drift(&self.metric, eps, out);
-            }
-            self.batch
-                .evaluate(&mut self.potential, active.len(), dim)?;
-            for (k, &c) in active.iter().enumerate() {
-                let work = &mut self.work[c];
-                let eps = work.signed(self.step_size);
-                let grad = &self.batch.gradients[k * dim..(k + 1) * dim];
-                work.frontier
-                    .finish_kick(&self.metric, eps, self.batch.potentials[k], grad);
+            self.dynamics.leapfrog(&mut frontiers)?;
+            for work in self.work.iter_mut().filter(|w| !w.done) {
                 work.process_leaf(rng, &limits);
             }
         }
@@ -414,14 +386,14 @@ impl ChainWork {
 
     fn process_leaf<R: Rng + ?Sized>(&mut self, rng: &mut R, limits: &Limits) {
         self.n_leapfrog += 1;
-        let energy_error = self.frontier.h - self.h0;
-        if energy_error.is_nan() || energy_error > limits.max_energy_error {
+        let energy = EnergyCheck::new(self.h0, self.frontier.h, limits.max_energy_error);
+        if energy.diverged {
             self.diverged = true;
             self.done = true;
             return;
         }
-        self.sum_accept += (-energy_error).exp().min(1.0);
-        let log_w = -energy_error;
+        self.sum_accept += energy.acceptance;
+        let log_w = -energy.error;
         self.subtree_log_weight = log_add_exp(self.subtree_log_weight, log_w);
         // Uniform progressive sampling inside the subtree: leaf by leaf this
         // picks each leaf with probability proportional to its weight.
@@ -491,4 +463,16 @@ impl ChainWork {
             self.start_subtree(rng);
         }
     }
+}
+
+/// log(eᵃ + eᵇ) without overflow; −∞ is the empty weight.
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY {
+        return b;
+    }
+    if b == f64::NEG_INFINITY {
+        return a;
+    }
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
 }

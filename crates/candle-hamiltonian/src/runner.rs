@@ -3,11 +3,14 @@
 
 use rand::Rng;
 
+use crate::adaptation::MetricKind;
 use crate::adaptation::{warmup, WarmupConfig};
 use crate::diagnostics::{summarize, Summary};
-use crate::error::Result;
+use crate::error::{parameter, Result};
 use crate::kernel::{Info, Kernel, State};
 use crate::metric::Metric;
+use crate::nuts::Nuts;
+use crate::potential::Potential;
 
 /// Which part of a run a progress callback is reporting on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +136,65 @@ pub fn uniform_initial_positions<R: Rng + ?Sized>(
     (0..chains * dim)
         .map(|_| rng.random_range(-radius..=radius))
         .collect()
+}
+
+/// Settings of [`sample_nuts`]; the defaults are Stan's.
+#[derive(Clone, Debug)]
+pub struct SamplingConfig {
+    pub chains: usize,
+    pub num_warmup: usize,
+    pub num_draws: usize,
+    pub seed: u64,
+    pub max_tree_depth: usize,
+    pub target_acceptance: f64,
+    pub metric: MetricKind,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            chains: 4,
+            num_warmup: 1000,
+            num_draws: 1000,
+            seed: 0,
+            max_tree_depth: 10,
+            target_acceptance: 0.8,
+            metric: MetricKind::Diagonal,
+        }
+    }
+}
+
+/// Samples the density of `potential` with NUTS after Stan's warm-up, the
+/// way Stan does by default: chains start uniformly in [−2, 2]^dim and
+/// everything is reproducible from the seed. `progress` as in [`run`].
+pub fn sample_nuts<P: Potential>(
+    potential: P,
+    config: &SamplingConfig,
+    progress: impl FnMut(Phase, usize),
+) -> Result<Trace> {
+    use rand::SeedableRng;
+    if config.chains == 0 {
+        return Err(parameter("sample_nuts", "chains", "must be at least 1", 0));
+    }
+    let dim = potential.dim();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let init = uniform_initial_positions(&mut rng, config.chains, dim, 2.0);
+    let mut nuts = Nuts::new(potential, 1.0)?.with_max_tree_depth(config.max_tree_depth)?;
+    let state = nuts.init_from_slice(&init)?;
+    let warmup = WarmupConfig {
+        num_warmup: config.num_warmup,
+        target_acceptance: config.target_acceptance,
+        metric: config.metric,
+        initial_step_size: 1.0,
+    };
+    run(
+        &mut nuts,
+        &mut rng,
+        state,
+        &warmup,
+        config.num_draws,
+        progress,
+    )
 }
 
 /// A plain-text table with one row per coordinate: mean, sd, 5% and 95%

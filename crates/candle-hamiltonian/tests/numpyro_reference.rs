@@ -3,16 +3,32 @@
 //! `scripts/hamiltonian_numpyro_logistic.py`).
 
 use candle_hamiltonian::diagnostics::{ess_mean, summarize};
-use candle_hamiltonian::models::{
-    read_csv, sample_logistic_regression, LogisticRegression, SamplingConfig,
-};
+use candle_hamiltonian::models::LogisticRegression;
+use candle_hamiltonian::{sample_nuts, SamplingConfig};
+
+/// The fixture's predictors x1..x3 and label y (its last column), after a
+/// header line.
+fn read_fixture_data(path: &str) -> (Vec<String>, Vec<f64>, Vec<f64>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    assert_eq!(header.last().map(String::as_str), Some("y"));
+    let (mut features, mut labels) = (Vec::new(), Vec::new());
+    for line in lines {
+        let row: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(row.len(), header.len(), "{path}: {line}");
+        features.extend_from_slice(&row[..row.len() - 1]);
+        labels.push(row[row.len() - 1]);
+    }
+    (header[..header.len() - 1].to_vec(), features, labels)
+}
 
 #[test]
 fn logistic_posterior_matches_numpyro_within_monte_carlo_error() {
     let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
-    let data_path = format!("{dir}/numpyro_logistic_data.csv");
-    let table = read_csv(&data_path).unwrap();
-    let model = LogisticRegression::from_table(&table, "y", 2.5, &data_path).unwrap();
+    let (predictors, features, labels) =
+        read_fixture_data(&format!("{dir}/numpyro_logistic_data.csv"));
+    let model = LogisticRegression::new(predictors, &features, labels, 2.5).unwrap();
     let names = model.names.clone();
     let config = SamplingConfig {
         num_warmup: 500,
@@ -20,7 +36,7 @@ fn logistic_posterior_matches_numpyro_within_monte_carlo_error() {
         seed: 3,
         ..Default::default()
     };
-    let trace = sample_logistic_regression(model, &config, |_, _| {}).unwrap();
+    let trace = sample_nuts(model, &config, |_, _| {}).unwrap();
     assert_eq!(trace.divergences(), 0);
 
     let reference =

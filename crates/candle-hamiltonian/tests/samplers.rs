@@ -5,8 +5,8 @@
 use candle_core::{DType, Device, Tensor, D};
 use candle_hamiltonian::diagnostics::{ess_mean, summarize};
 use candle_hamiltonian::{
-    run, Error, FnPotential, Hmc, Kernel, Metric, MetricKind, Nuts, TensorPotential, Trace,
-    UTurnCriterion, WarmupConfig,
+    run, sample_nuts, Error, FnPotential, Hmc, Kernel, Metric, MetricKind, Nuts, SamplingConfig,
+    TensorPotential, Trace, UTurnCriterion, WarmupConfig,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -320,6 +320,32 @@ fn invalid_sampler_inputs_are_typed_errors() {
             name: "max_tree_depth",
             ..
         })
+    ));
+    assert!(matches!(
+        Hmc::new(FnPotential::new(3, gaussian), 0.1, 0),
+        Err(Error::Parameter {
+            name: "num_integration_steps",
+            ..
+        })
+    ));
+    for threshold in [0.0, f64::NAN] {
+        assert!(matches!(
+            Hmc::new(FnPotential::new(3, gaussian), 0.1, 5)
+                .unwrap()
+                .with_max_energy_error(threshold),
+            Err(Error::Parameter {
+                name: "max_energy_error",
+                ..
+            })
+        ));
+    }
+    let no_chains = SamplingConfig {
+        chains: 0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        sample_nuts(FnPotential::new(3, gaussian), &no_chains, |_, _| {}),
+        Err(Error::Parameter { name: "chains", .. })
     ));
     let state = nuts.init_from_slice(&INIT).unwrap();
     let bad = WarmupConfig {

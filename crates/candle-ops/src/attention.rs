@@ -90,7 +90,16 @@ pub fn scaled_dot_product_attention(
         None => None,
         Some(m) => Some(check_mask(OP, q, m, &dims)?),
     };
-    attention(OP, q, k, v, mask.as_ref(), false, Scoring::scaled(scale), &dims)
+    attention(
+        OP,
+        q,
+        k,
+        v,
+        mask.as_ref(),
+        false,
+        Scoring::scaled(scale),
+        &dims,
+    )
 }
 
 /// [`scaled_dot_product_attention`] with soft-capped scores: each scaled

@@ -94,7 +94,9 @@ fn run(op: &str, variant: &str, x: &[Tensor]) -> candle_ops::Result<Vec<Tensor>>
         ("transpose", _) => one(ops::transpose(&x[0], 0, 2)),
         ("contiguous", _) => one(ops::transpose(&x[0], 0, 1).and_then(|t| ops::contiguous(&t))),
         ("broadcast_as", _) => one(ops::broadcast_as(&x[0], &[2, 3, 4])),
-        ("scaled_dot_product_attention", "causal") => one(
+        // `causal` has as many queries as keys; `causal_kv_cache` fewer,
+        // with PyTorch given the bottom-right aligned mask a KV cache needs.
+        ("scaled_dot_product_attention", "causal" | "causal_kv_cache") => one(
             ops::scaled_dot_product_attention_causal(&x[0], &x[1], &x[2], 0.3),
         ),
         ("scaled_dot_product_attention", _) => one(ops::scaled_dot_product_attention(

@@ -7,6 +7,11 @@
 //! `cargo bench -p candle-quant --bench quant_matmul [-- QUICK]`
 //! Env: HANZO_BENCH_THREADS=1,2 (our thread counts). Upstream candle sizes its pool from
 //! CANDLE_NUM_THREADS / RAYON_NUM_THREADS (default: all cores) at first use.
+//!
+//! `cargo test --all-targets` runs this binary too, without the `--bench` flag that
+//! `cargo bench` passes: then every measurement runs once, on the small shapes and one
+//! layer of each model with a short output head, so that the test suite proves the
+//! benchmark still works without spending minutes (and gigabytes) on it.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -20,17 +25,43 @@ use candle_quant::{quant, QLinear, QuantType};
 /// (shared/PERF-NOTES.md); printed as the ceiling to compare against.
 const BANDWIDTH_GBS: [(usize, f64); 2] = [(1, 11.0), (2, 17.5)];
 
-fn median_time(budget: Duration, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut samples = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < budget || samples.len() < 5 {
-        let t = Instant::now();
-        f();
-        samples.push(t.elapsed());
+/// How long each measurement runs, and whether this is the test suite's smoke run.
+struct Timing {
+    budget: Duration,
+    min_samples: usize,
+    smoke: bool,
+}
+
+impl Timing {
+    fn from_args() -> Timing {
+        let args: Vec<String> = std::env::args().collect();
+        let has = |flag: &str| args.iter().any(|a| a == flag);
+        if !has("--bench") {
+            return Timing {
+                budget: Duration::ZERO,
+                min_samples: 1,
+                smoke: true,
+            };
+        }
+        Timing {
+            budget: Duration::from_millis(if has("QUICK") { 150 } else { 600 }),
+            min_samples: 5,
+            smoke: false,
+        }
     }
-    samples.sort();
-    samples[samples.len() / 2]
+
+    fn median_time(&self, mut f: impl FnMut()) -> Duration {
+        f();
+        let mut samples = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < self.budget || samples.len() < self.min_samples {
+            let t = Instant::now();
+            f();
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        samples[samples.len() / 2]
+    }
 }
 
 fn ggml(ty: QuantType) -> GgmlDType {
@@ -48,8 +79,7 @@ fn ggml(ty: QuantType) -> GgmlDType {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "QUICK");
-    let budget = Duration::from_millis(if quick { 150 } else { 600 });
+    let timing = Timing::from_args();
     let threads: Vec<usize> = std::env::var("HANZO_BENCH_THREADS")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
@@ -59,7 +89,7 @@ fn main() {
     for &t in &threads {
         set_num_threads(t).unwrap();
         let pool = global_pool().unwrap();
-        let per_call = median_time(budget, || {
+        let per_call = timing.median_time(|| {
             pool.run(t * 4, &|i| {
                 black_box(i);
             })
@@ -70,9 +100,21 @@ fn main() {
         );
     }
 
-    decoder_layers(budget, &threads);
+    decoder_layers(&timing, &threads);
     for spec in [&SMOLLM2, &GEMMA3] {
-        model_token(budget, &threads, spec);
+        if timing.smoke {
+            model_token(
+                &timing,
+                &threads,
+                &ModelSpec {
+                    n_layers: 1,
+                    vocab: 256,
+                    ..*spec
+                },
+            );
+        } else {
+            model_token(&timing, &threads, spec);
+        }
     }
 
     let formats = [
@@ -111,7 +153,12 @@ fn main() {
         "{:<46} {:<5} {:>3} {:>10} {:>8} {:>10} {:>8} {:>7} {:>9}",
         "shape", "type", "thr", "ours µs", "rate", "candle µs", "rate", "ratio", "%ceiling"
     );
-    for &(label, out_f, in_f, m) in shapes {
+    // The DRAM-sized matrix alone is 512 MB of f32 to quantize.
+    let smoke_shape = |out_f: usize, in_f: usize| out_f * in_f <= 1 << 20;
+    for &(label, out_f, in_f, m) in shapes
+        .iter()
+        .filter(|&&(_, out_f, in_f, _)| !timing.smoke || smoke_shape(out_f, in_f))
+    {
         let w: Vec<f32> = (0..out_f * in_f)
             .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
@@ -131,12 +178,12 @@ fn main() {
             let upstream =
                 QMatMul::from_qtensor(QTensor::new(storage, (out_f, in_f)).unwrap()).unwrap();
             let ours = QLinear::from_bytes(ty, out_f, in_f, bytes).unwrap();
-            let theirs = median_time(budget, || {
+            let theirs = timing.median_time(|| {
                 black_box(upstream.forward(&x).unwrap());
             });
             for &t in &threads {
                 set_num_threads(t).unwrap();
-                let mine = median_time(budget, || {
+                let mine = timing.median_time(|| {
                     black_box(ours.forward(&x).unwrap());
                 });
                 // Weight bytes per second for decode; multiply-adds for prefill.
@@ -196,7 +243,7 @@ fn proj(ty: QuantType, out_f: usize, in_f: usize, seed: usize) -> Proj {
 
 /// One token through the 7 projections of a decoder layer: q, k, v (grouped), o,
 /// gate, up (grouped), down. `shape`: (hidden, q_out, kv_out, intermediate).
-fn decoder_layers(budget: Duration, threads: &[usize]) {
+fn decoder_layers(timing: &Timing, threads: &[usize]) {
     println!(
         "\none decode token through a layer's 7 projections (µs); GB/s of weights; \
          ratio = upstream / ours"
@@ -244,7 +291,7 @@ fn decoder_layers(budget: Duration, threads: &[usize]) {
         let xt = Tensor::from_vec(x.clone(), (1, hidden), &Device::Cpu).unwrap();
         let xat = Tensor::from_vec(xa.clone(), (1, q_out), &Device::Cpu).unwrap();
         let xft = Tensor::from_vec(xf.clone(), (1, inter), &Device::Cpu).unwrap();
-        let upstream = median_time(budget, || {
+        let upstream = timing.median_time(|| {
             for p in [&q, &k, &v, &gate, &up] {
                 black_box(p.upstream.forward(&xt).unwrap());
             }
@@ -260,14 +307,14 @@ fn decoder_layers(budget: Duration, threads: &[usize]) {
         );
         for &t in threads {
             set_num_threads(t).unwrap();
-            let per_call = median_time(budget, || {
+            let per_call = timing.median_time(|| {
                 for p in [&q, &k, &v, &gate, &up] {
                     black_box(p.ours.forward(&xt).unwrap());
                 }
                 black_box(o.ours.forward(&xat).unwrap());
                 black_box(down.ours.forward(&xft).unwrap());
             });
-            let grouped = median_time(budget, || {
+            let grouped = timing.median_time(|| {
                 QLinear::forward_group(
                     &[&q.ours, &k.ours, &v.ours],
                     &x,
@@ -302,10 +349,10 @@ fn decoder_layers(budget: Duration, threads: &[usize]) {
         let x = pseudo_random(64, 12);
         let xt = Tensor::from_vec(x.clone(), (1, 64), &Device::Cpu).unwrap();
         let mut y = vec![0f32; 64];
-        let tensor = median_time(budget, || {
+        let tensor = timing.median_time(|| {
             black_box(layer.ours.forward(&xt).unwrap());
         });
-        let slice = median_time(budget, || {
+        let slice = timing.median_time(|| {
             layer.ours.forward_slice(&x, 1, &mut y).unwrap();
             black_box(&y);
         });
@@ -417,7 +464,7 @@ fn run_layers(layers: &[Layer], x: &[f32], xa: &[f32], xf: &[f32], rows: usize, 
 /// DRAM as in a real decode, output head included): ours (grouped slice API) vs
 /// upstream `QMatMul`, the tokens/s those matmuls alone allow, and with one thread the
 /// CPU time of a decode token and of a 128-token prefill through the layers.
-fn model_token(budget: Duration, threads: &[usize], spec: &ModelSpec) {
+fn model_token(timing: &Timing, threads: &[usize], spec: &ModelSpec) {
     let (hidden, inter) = (spec.hidden, spec.inter);
     let layers: Vec<Layer> = (0..spec.n_layers)
         .map(|l| {
@@ -450,7 +497,7 @@ fn model_token(budget: Duration, threads: &[usize], spec: &ModelSpec) {
     let xt = Tensor::from_vec(x.clone(), (1, hidden), &Device::Cpu).unwrap();
     let xat = Tensor::from_vec(xa.clone(), (1, spec.q_out), &Device::Cpu).unwrap();
     let xft = Tensor::from_vec(xf.clone(), (1, inter), &Device::Cpu).unwrap();
-    let upstream = median_time(budget, || {
+    let upstream = timing.median_time(|| {
         for Layer {
             p: [q, k, v, o, gate, up, down],
         } in &layers
@@ -477,7 +524,7 @@ fn model_token(budget: Duration, threads: &[usize], spec: &ModelSpec) {
     );
     for &t in threads {
         set_num_threads(t).unwrap();
-        let ours = median_time(budget, || token(&mut bufs));
+        let ours = timing.median_time(|| token(&mut bufs));
         if t == 1 {
             // On the oversubscribed VM a 10 ms token is preempted several times, so
             // wall time mostly measures the other tenants; with one thread the

@@ -103,9 +103,10 @@ impl AsRef<[u8]> for AlignedBytes {
 
 #[derive(Clone)]
 enum Weights {
-    /// Block-quantized bytes multiplied by this crate's kernels (CPU).
-    Quantized(WeightBytes),
-    /// F32/F16/BF16 weights as an f32 [out_features, in_features] tensor (CPU).
+    /// Block-quantized, F16 or BF16 bytes multiplied by this crate's kernels (CPU), as
+    /// stored: a memory-mapped file's weights stay in the mapping.
+    Native(WeightBytes),
+    /// F32 weights as an [out_features, in_features] tensor (CPU).
     Dense(Tensor),
     /// Any type on CUDA/Metal, through upstream candle.
     Upstream(QMatMul),
@@ -113,9 +114,10 @@ enum Weights {
 
 /// A linear layer `y = x · Wᵀ` whose weight is stored in one of the [`QuantType`]s.
 ///
-/// On CPU, quantized weights are multiplied by this crate's kernels straight from their
-/// bytes (no copy when the bytes are aligned); float weights go through candle's
-/// matmul. On CUDA/Metal everything goes through upstream `QMatMul`.
+/// On CPU, quantized, F16 and BF16 weights are multiplied by this crate's kernels
+/// straight from their bytes (no copy when the bytes are aligned; F16/BF16 against the
+/// f32 input as it is); F32 weights go through candle's matmul. On CUDA/Metal
+/// everything goes through upstream `QMatMul`.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -221,9 +223,11 @@ impl QLinear {
                 QStorage::from_data(Cow::Borrowed(bytes.as_slice()), device, ggml_dtype(ty))?;
             let tensor = QTensor::new(storage, (out_features, in_features))?;
             Weights::Upstream(QMatMul::from_qtensor(tensor)?)
-        } else if ty.is_quantized() {
-            let aligned = bytes.as_slice().as_ptr().align_offset(BLOCK_ALIGN) == 0;
-            Weights::Quantized(if aligned { bytes } else { bytes.to_aligned() })
+        } else if ty != QuantType::F32 {
+            // The length is right, so only the alignment can keep the bytes from being
+            // viewed as the type's blocks.
+            let aligned = WeightBlocks::new(ty, bytes.as_slice()).is_some();
+            Weights::Native(if aligned { bytes } else { bytes.to_aligned() })
         } else {
             let values = quant::dequantize(ty, bytes.as_slice(), out_features * in_features)?;
             Weights::Dense(Tensor::from_vec(
@@ -269,7 +273,7 @@ impl QLinear {
     /// returns: [out_features, in_features]
     pub fn dequantize(&self) -> Result<Tensor, QuantError> {
         match &self.weights {
-            Weights::Quantized(bytes) => {
+            Weights::Native(bytes) => {
                 let values = quant::dequantize(
                     self.ty,
                     bytes.as_slice(),
@@ -314,7 +318,7 @@ impl QLinear {
                 })
             }
             Weights::Dense(w) => return Ok(x.broadcast_matmul(&w.t()?)?),
-            Weights::Quantized(bytes) => bytes,
+            Weights::Native(bytes) => bytes,
         };
         if !x.device().is_cpu() {
             return Err(QuantError::Unsupported {
@@ -346,7 +350,7 @@ impl QLinear {
             let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
                 candle_core::Error::msg("contiguous tensor without contiguous offsets")
             })?;
-            self.matmul_quantized(bytes.as_slice(), &all[start..end], &mut out)?;
+            self.matmul_native(bytes.as_slice(), &all[start..end], &mut out)?;
         }
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
@@ -356,7 +360,7 @@ impl QLinear {
     }
 
     /// `out = x · Wᵀ` on plain slices: no tensor is allocated, which is what a decoder
-    /// step wants. Float and upstream (CUDA/Metal) layers go through [`QLinear::forward`].
+    /// step wants. F32 and upstream (CUDA/Metal) layers go through [`QLinear::forward`].
     ///
     /// x: [rows, in_features]; out: [rows, out_features]
     ///
@@ -374,7 +378,7 @@ impl QLinear {
         const OP: &str = "QLinear::forward_slice";
         self.check_slices(OP, x, rows, out)?;
         match &self.weights {
-            Weights::Quantized(bytes) => self.matmul_quantized(bytes.as_slice(), x, out),
+            Weights::Native(bytes) => self.matmul_native(bytes.as_slice(), x, out),
             _ => self.forward_slice_via_tensor(x, rows, out),
         }
     }
@@ -431,7 +435,7 @@ impl QLinear {
         let mut members = Vec::with_capacity(layers.len());
         for (layer, out) in layers.iter().zip(outs.iter_mut()) {
             match &layer.weights {
-                Weights::Quantized(bytes) => members.push(GroupMember {
+                Weights::Native(bytes) => members.push(GroupMember {
                     weights: layer.blocks(bytes.as_slice())?,
                     out_features: layer.out_features,
                     isa: layer.isa,
@@ -488,12 +492,12 @@ impl QLinear {
         WeightBlocks::new(self.ty, bytes).ok_or(QuantError::Unsupported {
             op: "QLinear::forward",
             ty: self.ty,
-            device: "the quantized CPU path".to_string(),
+            device: "this crate's CPU kernels".to_string(),
         })
     }
 
     /// x: [m, in_features]; out: [m, out_features]
-    fn matmul_quantized(&self, bytes: &[u8], x: &[f32], out: &mut [f32]) -> Result<(), QuantError> {
+    fn matmul_native(&self, bytes: &[u8], x: &[f32], out: &mut [f32]) -> Result<(), QuantError> {
         let pool = kernels::global_pool()?;
         let mut member = [GroupMember {
             weights: self.blocks(bytes)?,
@@ -509,7 +513,7 @@ impl QLinear {
 impl std::fmt::Debug for QLinear {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match &self.weights {
-            Weights::Quantized(_) => "cpu-quantized",
+            Weights::Native(_) => "cpu-native",
             Weights::Dense(_) => "cpu-dense",
             Weights::Upstream(_) => "upstream-qmatmul",
         };
@@ -522,9 +526,6 @@ impl std::fmt::Debug for QLinear {
             .finish()
     }
 }
-
-/// Alignment every block type needs (the largest field is f16, or f32 in Q8_K).
-const BLOCK_ALIGN: usize = 4;
 
 fn ggml_dtype(ty: QuantType) -> GgmlDType {
     match ty {

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_quant::kernels::{set_num_threads, Isa};
+use candle_quant::kernels::{set_num_threads, Isa, Kernel};
 use candle_quant::quant::{
     self, quantize_activations, BlockFormat, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
     BlockQ5_1, BlockQ6K, BlockQ8_0,
 };
 use candle_quant::{QLinear, QuantError, QuantType, WeightBytes};
+use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -70,7 +71,52 @@ fn scalar_forward_is_the_reference_dot_for_every_format() {
         assert_scalar_forward_is_reference_dot::<BlockQ4K>(17, 512, m);
         assert_scalar_forward_is_reference_dot::<BlockQ5K>(17, 256, m);
         assert_scalar_forward_is_reference_dot::<BlockQ6K>(17, 256, m);
+        assert_scalar_forward_is_reference_dot::<f16>(37, 19, m);
+        assert_scalar_forward_is_reference_dot::<bf16>(37, 19, m);
     }
+}
+
+/// Every output of an F16/BF16 layer, on every instruction set here, must be bitwise
+/// the set's own dot product of that weight row with that input row: the matmul's
+/// split into thread tasks, 16-row activation tiles and 4-row kernels (with partial
+/// tiles and groups of every size here) may not change a value. How far those dot
+/// products are from the scalar reference is bounded in src/kernels/tests.rs.
+fn assert_half_precision_forward_is_the_isa_dot<B: Kernel<Act = f32>>() {
+    let mut rng = StdRng::seed_from_u64(41);
+    for (out_f, in_f) in [(1, 1), (7, 33), (33, 64), (20, 7)] {
+        let w = random_vec(&mut rng, out_f * in_f, 0.5);
+        let bytes = quant::quantize(B::TYPE, &w).unwrap();
+        let rows: &[B] = bytemuck::cast_slice(&bytes);
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Simd128] {
+            let layer = QLinear::from_bytes(B::TYPE, out_f, in_f, bytes.clone())
+                .unwrap()
+                .with_isa(isa);
+            for m in [1, 3, 4, 5, 17, 37] {
+                let x = random_vec(&mut rng, m * in_f, 2.0);
+                let y = forward_vec(&layer, &x, m);
+                for i in 0..m {
+                    for r in 0..out_f {
+                        let want = B::dot_fn(isa)(
+                            &rows[r * in_f..(r + 1) * in_f],
+                            &x[i * in_f..(i + 1) * in_f],
+                        );
+                        assert_eq!(
+                            y[i * out_f + r].to_bits(),
+                            want.to_bits(),
+                            "{:?} {isa:?} {out_f}x{in_f} m={m}: row {r} input {i}",
+                            B::TYPE
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn half_precision_forward_is_the_isa_dot_at_every_row_and_input() {
+    assert_half_precision_forward_is_the_isa_dot::<f16>();
+    assert_half_precision_forward_is_the_isa_dot::<bf16>();
 }
 
 /// How far 8-bit activation quantization can move `ŵ · x` (f64), per activation block
@@ -210,7 +256,7 @@ fn results_are_bitwise_independent_of_thread_count() {
     let mut rng = StdRng::seed_from_u64(5);
     let (out_f, in_f) = (300, 256);
     let w = random_vec(&mut rng, out_f * in_f, 0.3);
-    for ty in [QuantType::Q4_1, QuantType::Q4K] {
+    for ty in [QuantType::Q4_1, QuantType::Q4K, QuantType::F16] {
         let layer = QLinear::from_bytes(ty, out_f, in_f, quant::quantize(ty, &w).unwrap()).unwrap();
         for m in [1, 9] {
             let x = random_vec(&mut rng, m * in_f, 1.0);
@@ -287,6 +333,39 @@ fn weights_are_borrowed_from_a_shared_buffer_even_when_unaligned() {
             len: 10
         })
     ));
+}
+
+/// An F16/BF16 layer keeps the caller's buffer (one more owner of the `Arc`) instead of
+/// a widened copy, unless the bytes start at an odd address, where the kernels cannot
+/// read 16-bit values and the layer keeps an aligned copy; both compute the same.
+#[test]
+fn half_precision_weights_stay_in_the_callers_buffer() {
+    let mut rng = StdRng::seed_from_u64(43);
+    let (out_f, in_f) = (6, 40);
+    let w = random_vec(&mut rng, out_f * in_f, 1.0);
+    let x = random_vec(&mut rng, 2 * in_f, 1.0);
+    for ty in [QuantType::F16, QuantType::BF16] {
+        let bytes = quant::quantize(ty, &w).unwrap();
+        let expected = forward_vec(
+            &QLinear::from_bytes(ty, out_f, in_f, bytes.clone()).unwrap(),
+            &x,
+            2,
+        );
+        for (offset, borrowed) in [(0usize, true), (2, true), (1, false)] {
+            let mut file = vec![0u8; offset];
+            file.extend_from_slice(&bytes);
+            // The Vec's allocation is at least 2-aligned, so `offset` decides.
+            let file = Arc::new(file);
+            let slice = WeightBytes::new(Arc::clone(&file), offset..offset + bytes.len()).unwrap();
+            let layer = QLinear::from_bytes(ty, out_f, in_f, slice).unwrap();
+            assert_eq!(
+                Arc::strong_count(&file),
+                if borrowed { 2 } else { 1 },
+                "{ty} at offset {offset}"
+            );
+            assert_eq!(forward_vec(&layer, &x, 2), expected, "{ty} offset {offset}");
+        }
+    }
 }
 
 #[test]
@@ -417,16 +496,7 @@ fn each_output_row_is_bitwise_independent_of_the_rest_of_the_batch() {
     let mut rng = StdRng::seed_from_u64(17);
     let (out_f, in_f) = (33, 256);
     let w = random_vec(&mut rng, out_f * in_f, 0.4);
-    for ty in [
-        QuantType::Q4_0,
-        QuantType::Q4_1,
-        QuantType::Q5_0,
-        QuantType::Q5_1,
-        QuantType::Q8_0,
-        QuantType::Q4K,
-        QuantType::Q5K,
-        QuantType::Q6K,
-    ] {
+    for ty in ALL_KERNEL_TYPES {
         let layer = QLinear::from_bytes(ty, out_f, in_f, quant::quantize(ty, &w).unwrap()).unwrap();
         // 37 rows: full 4-row groups, a remainder, and more than one activation tile.
         let m = 37;
@@ -512,7 +582,8 @@ fn upstream_fallback_computes_the_same_product() {
     }
 }
 
-const ALL_BLOCK_TYPES: [QuantType; 8] = [
+/// Every type the crate's kernels multiply.
+const ALL_KERNEL_TYPES: [QuantType; 10] = [
     QuantType::Q4_0,
     QuantType::Q4_1,
     QuantType::Q5_0,
@@ -521,6 +592,8 @@ const ALL_BLOCK_TYPES: [QuantType; 8] = [
     QuantType::Q4K,
     QuantType::Q5K,
     QuantType::Q6K,
+    QuantType::F16,
+    QuantType::BF16,
 ];
 
 #[test]
@@ -528,7 +601,7 @@ fn forward_slice_equals_forward_bitwise() {
     let mut rng = StdRng::seed_from_u64(29);
     let (out_f, in_f) = (21, 512);
     let w = random_vec(&mut rng, out_f * in_f, 0.4);
-    for ty in ALL_BLOCK_TYPES.into_iter().chain([QuantType::F32]) {
+    for ty in ALL_KERNEL_TYPES.into_iter().chain([QuantType::F32]) {
         let layer = QLinear::from_bytes(ty, out_f, in_f, quant::quantize(ty, &w).unwrap()).unwrap();
         for m in [1, 6] {
             let x = random_vec(&mut rng, m * in_f, 1.0);

@@ -16,6 +16,7 @@
 //! the start of most vocabularies, identical across engines.
 
 use crate::models;
+use crate::threads::ThreadsArg;
 use anyhow::Context;
 use candle_engine::kv_cache::{CacheOptions, KvPrecision};
 use candle_engine::loader::Model;
@@ -36,23 +37,28 @@ pub struct BenchArgs {
     /// A .gguf file or a Hugging Face model directory (default: SmolLM2-135M-Instruct Q4_1).
     #[arg(short, long)]
     model: Option<String>,
-    /// Threads for the matmuls (default: $HANZO_NUM_THREADS, else every core).
-    #[arg(short, long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: ThreadsArg,
     /// Prompt lengths to time prefill at, comma-separated; decode continues a
-    /// prompt of the first length.
+    /// prompt of the first length (llama-bench's -p).
     #[arg(
         short = 'p',
-        long = "prompt",
+        long = "n-prompt",
         value_delimiter = ',',
         default_value = "128,512"
     )]
     prompt_lengths: Vec<usize>,
-    /// Tokens to decode, one forward each.
-    #[arg(short = 'n', long = "decode", default_value_t = 128)]
+    /// Tokens to generate, one forward each (llama-bench's -n).
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        visible_aliases = ["max-tokens", "n-gen"],
+        value_name = "N",
+        default_value_t = 128
+    )]
     decode_tokens: usize,
     /// Repetitions (each loads the model again); the median, min and max are reported.
-    #[arg(short, long, default_value_t = 3)]
+    #[arg(short, long, visible_alias = "repetitions", default_value_t = 3)]
     repeats: usize,
     /// Element type of the KV cache (f16 is llama.cpp's default too).
     #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
@@ -92,18 +98,15 @@ impl BenchArgs {
                 found,
             })
         };
-        if self.threads == Some(0) {
-            return invalid("--threads", "at least 1", "0".into());
-        }
         if self.prompt_lengths.is_empty() || self.prompt_lengths.contains(&0) {
             return invalid(
-                "--prompt",
+                "--n-prompt",
                 "one or more positive lengths",
                 format!("{:?}", self.prompt_lengths),
             );
         }
         if self.decode_tokens == 0 {
-            return invalid("--decode", "at least 1", "0".into());
+            return invalid("--n-predict", "at least 1", "0".into());
         }
         if self.repeats == 0 {
             return invalid("--repeats", "at least 1", "0".into());
@@ -177,14 +180,7 @@ struct Round {
 /// ```
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     args.validate()?;
-    if let Some(threads) = args.threads {
-        // candle's own kernels (used by the element-wise and attention ops)
-        // read these when their pools start; set before any thread exists.
-        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        candle_quant::kernels::set_num_threads(threads)?;
-    }
-    let threads = candle_quant::kernels::num_threads()?;
+    let threads = args.threads.apply()?;
     let path = models::resolve(args.model.as_deref())?;
     let file_bytes = file_bytes(&path)?;
 
@@ -208,6 +204,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ceiling_tokens_per_s = bandwidth_gbps * 1e9 / weight_bytes_per_token as f64;
     let fraction = decode.median / ceiling_tokens_per_s;
     let (kv_cache_bytes, context) = (rounds[0].kv_cache_bytes, rounds[0].context);
+    // What the process holds beyond the weights (mapped or read, they are
+    // resident after a forward pass) and the KV cache: activations, scratch,
+    // tokenizer, code. Negative when the OS has dropped weight pages.
+    let rss_beyond_file_and_kv = peak_rss_bytes as i64 - file_bytes as i64 - kv_cache_bytes as i64;
 
     if args.json {
         let prefill: serde_json::Map<String, serde_json::Value> = args
@@ -231,6 +231,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "peak_rss_bytes": peak_rss_bytes,
             "file_bytes": file_bytes,
             "kv_cache_bytes": kv_cache_bytes,
+            "peak_rss_beyond_file_and_kv_bytes": rss_beyond_file_and_kv,
             "kv_cache_type": format!("{:?}", args.kv_cache).to_lowercase(),
             "context": context,
             "weight_bytes_per_token": weight_bytes_per_token,
@@ -265,10 +266,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         decode.show(1)
     );
     println!(
-        "memory     peak RSS {:.1} MiB, file {:.1} MiB, KV cache {:.1} MiB ({context} positions)",
+        "memory     peak RSS {:.1} MiB = file {:.1} + KV cache {:.1} ({context} positions) {:+.1} MiB",
         mib(peak_rss_bytes as f64),
         mib(file_bytes as f64),
-        mib(kv_cache_bytes as f64)
+        mib(kv_cache_bytes as f64),
+        mib(rss_beyond_file_and_kv as f64)
     );
     println!(
         "roofline   {:.1} MiB of weights per token at {bandwidth_gbps:.1} GB/s ({bandwidth_source}): \

@@ -1,6 +1,7 @@
 //! `hanzo-candle generate` and `hanzo-candle chat`.
 
 use crate::models;
+use crate::threads::ThreadsArg;
 use anyhow::Context;
 use candle_engine::chat::Message;
 use candle_engine::generate::{generate, Event, FinishReason, GenerationParams};
@@ -22,8 +23,10 @@ pub struct ModelArgs {
     #[arg(short, long)]
     model: Option<String>,
     /// Context size in tokens (default: the model's, at most 4096).
-    #[arg(long)]
+    #[arg(short, long, visible_alias = "ctx-size")]
     ctx: Option<usize>,
+    #[command(flatten)]
+    threads: ThreadsArg,
     /// Device to run on: cpu (our quantized kernels), or cuda:N / metal:N
     /// (candle ops and upstream QMatMul on that GPU; needs a build with
     /// `--features cuda` or `--features metal`).
@@ -59,10 +62,21 @@ impl ModelArgs {
 #[derive(clap::Args, Debug)]
 pub struct SamplingArgs {
     /// Maximum number of tokens to generate.
-    #[arg(short = 'n', long, default_value_t = 128)]
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        visible_aliases = ["max-tokens", "n-gen"],
+        value_name = "N",
+        default_value_t = 128
+    )]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy decoding.
-    #[arg(short, long, default_value_t = 0.0)]
+    #[arg(
+        long = "temp",
+        visible_alias = "temperature",
+        value_name = "T",
+        default_value_t = 0.0
+    )]
     temperature: f32,
     /// Keep only the K most likely tokens (0: off).
     #[arg(long, default_value_t = 0)]
@@ -80,7 +94,7 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 64)]
     repeat_last_n: usize,
     /// Random seed; the same seed gives the same output.
-    #[arg(long, default_value_t = 299_792_458)]
+    #[arg(short, long, default_value_t = 299_792_458)]
     seed: u64,
     /// Stop before this string (repeatable).
     #[arg(long)]
@@ -107,7 +121,7 @@ pub struct ChatArgs {
     #[command(flatten)]
     sampling: SamplingArgs,
     /// System prompt.
-    #[arg(long)]
+    #[arg(long, visible_alias = "system-prompt")]
     system: Option<String>,
 }
 
@@ -130,6 +144,7 @@ impl SamplingArgs {
 }
 
 fn load(args: &ModelArgs) -> anyhow::Result<Model> {
+    args.threads.apply()?;
     let backend = Backend::from_name(&args.device)?;
     let path = models::resolve(args.model.as_deref())?;
     let started = Instant::now();

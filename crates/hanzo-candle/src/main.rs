@@ -1,12 +1,14 @@
 //! `hanzo-candle`: the Hanzo Candle command-line tool.
 
 mod bench;
+mod csv;
 mod demo;
 mod generate;
 mod inspect;
 mod models;
 mod quantize;
 mod sample;
+mod threads;
 
 use clap::{Parser, Subcommand};
 

@@ -3,7 +3,7 @@
 //! the target).
 
 use anyhow::Context;
-use candle_quant::deploy::Preset;
+use candle_quant::preset::Preset;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -75,7 +75,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     );
     let mut stderr = std::io::stderr().lock();
     let summary =
-        candle_engine::export::quantize_hf_dir(&args.model_dir, preset, &args.output, |p| {
+        candle_engine::convert::quantize_hf_dir(&args.model_dir, preset, &args.output, |p| {
             // Progress is best effort: a closed stderr must not stop the work.
             let _ = writeln!(
                 stderr,

@@ -206,14 +206,14 @@ fn bad_arguments_fail_with_clear_errors() {
     assert_clean_failure(&["-m", "/nonexistent/model.gguf"], "does not exist");
     assert_clean_failure(
         &["-m", model, "-p", "0"],
-        "--prompt must be one or more positive lengths, got [0]",
+        "--n-prompt must be one or more positive lengths, got [0]",
     );
-    assert_clean_failure(&["-m", model, "-p", "8,0"], "--prompt");
+    assert_clean_failure(&["-m", model, "-p", "8,0"], "--n-prompt");
     assert_clean_failure(
         &["-m", model, "-t", "0"],
         "--threads must be at least 1, got 0",
     );
-    assert_clean_failure(&["-m", model, "-n", "0"], "--decode must be at least 1");
+    assert_clean_failure(&["-m", model, "-n", "0"], "--n-predict must be at least 1");
     assert_clean_failure(&["-m", model, "-r", "0"], "--repeats must be at least 1");
     assert_clean_failure(
         &["-m", model, "--bandwidth", "0"],

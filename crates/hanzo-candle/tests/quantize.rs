@@ -8,7 +8,7 @@
 #[allow(dead_code)]
 mod common;
 
-use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::Batch;
 use candle_quant::gguf::{GgmlType, GgufFile};
@@ -222,12 +222,15 @@ fn run_err(dir: &Path, out: &Path) -> String {
 
 fn logits(model: &Model) -> Vec<Vec<f32>> {
     let ids = [1u32, 40, 10, 65, 55, 20, 3, 12, 2, 30];
-    let mut cache = model.decoder.new_cache(CacheOptions {
-        slots: 1,
-        max_context: Some(64),
-        max_step_tokens: 64,
-        precision: KvPrecision::F32,
-    }).unwrap();
+    let mut cache = model
+        .decoder
+        .new_cache(CacheOptions {
+            slots: 1,
+            max_context: Some(64),
+            max_step_tokens: 64,
+            precision: KvPrecision::F32,
+        })
+        .unwrap();
     model
         .decoder
         .forward(&Batch::single(0, 0, &ids), &mut cache)

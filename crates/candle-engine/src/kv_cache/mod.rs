@@ -116,7 +116,12 @@ impl KvCache {
         owner: u64,
     ) -> Result<Self> {
         let windows: Vec<Option<usize>> = geometry.iter().map(|g| g.window).collect();
-        let ring = Ring::new(&windows, options.slots, max_context, options.max_step_tokens)?;
+        let ring = Ring::new(
+            &windows,
+            options.slots,
+            max_context,
+            options.max_step_tokens,
+        )?;
         let storage = match backend {
             Backend::Native => Storage::Host(HostKv::new(geometry, &ring, options.precision)?),
             Backend::Tensors(device) => {
@@ -183,10 +188,6 @@ impl KvCache {
 
     pub(crate) fn owner(&self) -> u64 {
         self.owner
-    }
-
-    pub(crate) fn ring(&self) -> &Ring {
-        &self.ring
     }
 
     /// The ring and the host storage, for the native path.

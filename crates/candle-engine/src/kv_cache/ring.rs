@@ -197,8 +197,7 @@ impl Ring {
 impl RingLayer {
     /// The oldest position a query at `position` sees.
     fn oldest_seen(&self, position: usize) -> usize {
-        self.window
-            .map_or(0, |w| (position + 1).saturating_sub(w))
+        self.window.map_or(0, |w| (position + 1).saturating_sub(w))
     }
 }
 

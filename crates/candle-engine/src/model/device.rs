@@ -78,7 +78,14 @@ impl<'a> DeviceStep<'a> {
     /// chunk is one run).
     ///
     /// k, v: [tokens.len(), kv_heads * head_dim]
-    fn write(&mut self, layer: usize, slot: usize, tokens: &[usize], k: &Tensor, v: &Tensor) -> Result<()> {
+    fn write(
+        &mut self,
+        layer: usize,
+        slot: usize,
+        tokens: &[usize],
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<()> {
         let positions = &self.batch.positions;
         let mut start = 0;
         while start < tokens.len() {
@@ -136,7 +143,11 @@ impl Step for DeviceStep<'_> {
 
     fn buffer(&self, width: usize) -> Result<Tensor> {
         // Every operation replaces its output: this only fixes the shape.
-        Ok(Tensor::zeros((self.tokens(), width), DType::F32, self.device)?)
+        Ok(Tensor::zeros(
+            (self.tokens(), width),
+            DType::F32,
+            self.device,
+        )?)
     }
 
     fn embedded(&self, rows: Vec<f32>) -> Result<Tensor> {
@@ -158,7 +169,8 @@ impl Step for DeviceStep<'_> {
         let (tokens, width) = x.dims2()?;
         let len = weight.dim(0)?;
         let runs = x.reshape((tokens * width / len, len))?;
-        *x = candle_ops::rms_norm(&runs, weight, self.config.rms_norm_eps)?.reshape((tokens, width))?;
+        *x = candle_ops::rms_norm(&runs, weight, self.config.rms_norm_eps)?
+            .reshape((tokens, width))?;
         Ok(())
     }
 
@@ -178,15 +190,21 @@ impl Step for DeviceStep<'_> {
         let hd = self.config.head_dim;
         let (tokens, width) = x.dims2()?;
         let table = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.reshape((t.dim(0)? / hd, hd))?.index_select(&self.positions, 0)?)
+            Ok(t.reshape((t.dim(0)? / hd, hd))?
+                .index_select(&self.positions, 0)?)
         };
         let (cos, sin) = (table(&rope.cos)?, table(&rope.sin)?);
         let heads = heads_first(x, width / hd, hd)?;
         let rotated = match self.config.rope_layout {
             RopeLayout::RotateHalf => candle_ops::apply_rotary_emb(&heads, &cos, &sin)?,
-            RopeLayout::Interleaved => candle_ops::apply_rotary_emb_interleaved(&heads, &cos, &sin)?,
+            RopeLayout::Interleaved => {
+                candle_ops::apply_rotary_emb_interleaved(&heads, &cos, &sin)?
+            }
         };
-        *x = rotated.squeeze(0)?.transpose(0, 1)?.reshape((tokens, width))?;
+        *x = rotated
+            .squeeze(0)?
+            .transpose(0, 1)?
+            .reshape((tokens, width))?;
         Ok(())
     }
 
@@ -203,7 +221,13 @@ impl Step for DeviceStep<'_> {
         let mut attended = Vec::with_capacity(self.sequences.len());
         for (slot, tokens) in self.sequences.clone() {
             let rows = indices(tokens.iter().copied(), self.device)?;
-            self.write(layer, slot, &tokens, &k.index_select(&rows, 0)?, &v.index_select(&rows, 0)?)?;
+            self.write(
+                layer,
+                slot,
+                &tokens,
+                &k.index_select(&rows, 0)?,
+                &v.index_select(&rows, 0)?,
+            )?;
             let positions: Vec<usize> = tokens.iter().map(|&t| self.batch.positions[t]).collect();
             let last = positions.iter().copied().max().unwrap_or(0);
             let (keys, values) = self.kv.visible_rows(self.ring, layer, slot, last)?;
@@ -214,16 +238,35 @@ impl Step for DeviceStep<'_> {
                 // the native path.
                 queries = queries.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
             }
-            let (keys, values) = (heads_first(&keys, kv_heads, hd)?, heads_first(&values, kv_heads, hd)?);
+            let (keys, values) = (
+                heads_first(&keys, kv_heads, hd)?,
+                heads_first(&values, kv_heads, hd)?,
+            );
             let scale = c.attention_scale as f64;
             let output = match c.attn_logit_softcap {
                 Some(cap) => candle_ops::scaled_dot_product_attention_softcapped(
-                    &queries, &keys, &values, Some(&mask), scale, cap as f64,
+                    &queries,
+                    &keys,
+                    &values,
+                    Some(&mask),
+                    scale,
+                    cap as f64,
                 )?,
-                None => candle_ops::scaled_dot_product_attention(&queries, &keys, &values, Some(&mask), scale)?,
+                None => candle_ops::scaled_dot_product_attention(
+                    &queries,
+                    &keys,
+                    &values,
+                    Some(&mask),
+                    scale,
+                )?,
             };
             // [1, heads, t, hd] -> [t, heads * hd]
-            attended.push(output.squeeze(0)?.transpose(0, 1)?.reshape((tokens.len(), heads * hd))?);
+            attended.push(
+                output
+                    .squeeze(0)?
+                    .transpose(0, 1)?
+                    .reshape((tokens.len(), heads * hd))?,
+            );
         }
         *out = Tensor::cat(&attended, 0)?.index_select(&self.restore, 0)?;
         Ok(())

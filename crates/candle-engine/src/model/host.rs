@@ -139,6 +139,10 @@ impl Step for HostStep<'_> {
         if let Some(cap) = softcap {
             rows::softcap(&mut logits, cap);
         }
-        Ok(Tensor::from_vec(logits, (wanted.len(), vocab), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            logits,
+            (wanted.len(), vocab),
+            &Device::Cpu,
+        )?)
     }
 }

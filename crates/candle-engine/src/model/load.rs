@@ -47,7 +47,8 @@ impl Decoder {
         let output = loader.output()?;
         let vectors = Vectors {
             layers: layer_vectors,
-            output_norm: loader.norm(TensorName::Global(GlobalTensor::OutputNorm), c.hidden_size)?,
+            output_norm: loader
+                .norm(TensorName::Global(GlobalTensor::OutputNorm), c.hidden_size)?,
             global_rope: rope_tables(c, c.rope_theta, c.rope_linear_factor, max_context),
             local_rope: c
                 .sliding_rope_theta
@@ -99,7 +100,13 @@ impl Loader<'_> {
     }
 
     /// A norm of layer `i` that the family has only when `wanted`.
-    fn optional_norm(&self, i: usize, part: LayerTensor, len: usize, wanted: bool) -> Result<Option<Vec<f32>>> {
+    fn optional_norm(
+        &self,
+        i: usize,
+        part: LayerTensor,
+        len: usize,
+        wanted: bool,
+    ) -> Result<Option<Vec<f32>>> {
         wanted
             .then(|| self.norm(TensorName::Layer(i, part), len))
             .transpose()
@@ -122,20 +129,27 @@ impl Loader<'_> {
         let (h, hd) = (c.hidden_size, c.head_dim);
         let (q_out, kv, ffn) = (c.num_heads * hd, c.num_kv_heads * hd, c.intermediate_size);
         let name = |part| TensorName::Layer(i, part);
-        let present = |part| Ok::<_, crate::Error>(self.source.find(name(part), c.family)?.is_some());
+        let present =
+            |part| Ok::<_, crate::Error>(self.source.find(name(part), c.family)?.is_some());
         // Phi-3 stacks q/k/v and gate/up by rows; split them into views of
         // the same bytes.
-        let [query, key, value] = if present(LayerTensor::Query)? || !present(LayerTensor::FusedQkv)? {
-            [
-                self.linear(name(LayerTensor::Query), q_out, h)?,
-                self.linear(name(LayerTensor::Key), kv, h)?,
-                self.linear(name(LayerTensor::Value), kv, h)?,
-            ]
-        } else {
-            self.tensor(name(LayerTensor::FusedQkv))?
-                .split_rows([q_out, kv, kv], h, self.backend)?
-        };
-        let [ffn_gate, ffn_up] = if present(LayerTensor::FfnGate)? || !present(LayerTensor::FusedGateUp)? {
+        let [query, key, value] =
+            if present(LayerTensor::Query)? || !present(LayerTensor::FusedQkv)? {
+                [
+                    self.linear(name(LayerTensor::Query), q_out, h)?,
+                    self.linear(name(LayerTensor::Key), kv, h)?,
+                    self.linear(name(LayerTensor::Value), kv, h)?,
+                ]
+            } else {
+                self.tensor(name(LayerTensor::FusedQkv))?.split_rows(
+                    [q_out, kv, kv],
+                    h,
+                    self.backend,
+                )?
+            };
+        let [ffn_gate, ffn_up] = if present(LayerTensor::FfnGate)?
+            || !present(LayerTensor::FusedGateUp)?
+        {
             [
                 self.linear(name(LayerTensor::FfnGate), ffn, h)?,
                 self.linear(name(LayerTensor::FfnUp), ffn, h)?,
@@ -171,7 +185,12 @@ impl Loader<'_> {
             biases,
             query_norm: self.optional_norm(i, LayerTensor::QueryNorm, hd, c.qk_norm)?,
             key_norm: self.optional_norm(i, LayerTensor::KeyNorm, hd, c.qk_norm)?,
-            post_attention_norm: self.optional_norm(i, LayerTensor::PostAttentionNorm, h, c.sandwich_norms)?,
+            post_attention_norm: self.optional_norm(
+                i,
+                LayerTensor::PostAttentionNorm,
+                h,
+                c.sandwich_norms,
+            )?,
             ffn_norm: self.norm(name(LayerTensor::FfnNorm), h)?,
             post_ffn_norm: self.optional_norm(i, LayerTensor::PostFfnNorm, h, c.sandwich_norms)?,
         };
@@ -182,7 +201,12 @@ impl Loader<'_> {
 /// cos/sin tables `[max_context, head_dim]` with inverse frequencies
 /// `theta^(-2i/d)` at positions `p / linear_factor`, laid out for
 /// `config.rope_layout`.
-fn rope_tables(c: &DecoderConfig, theta: f64, linear_factor: f64, max_context: usize) -> Rope<Vec<f32>> {
+fn rope_tables(
+    c: &DecoderConfig,
+    theta: f64,
+    linear_factor: f64,
+    max_context: usize,
+) -> Rope<Vec<f32>> {
     let hd = c.head_dim;
     let half = hd / 2;
     let mut cos = Vec::with_capacity(max_context * hd);

@@ -1,4 +1,5 @@
-//! GGUF container: a hardened, zero-copy reader, a writer, and `describe`.
+//! GGUF container: a hardened, zero-copy reader, a writer, a streaming
+//! quantizing writer, and `describe`.
 //!
 //! [`GgufFile::open`] memory-maps a file (`from_vec` / `from_bytes` take a
 //! buffer, for wasm32 where there is no filesystem) and validates the whole
@@ -12,11 +13,15 @@
 //! Tensors come out as [`TensorView`]s whose `data` is a slice of the
 //! mapping; block-quantized data is handed as-is to `candle_quant::quant`,
 //! and F32/F16/BF16 convert to candle tensors with [`TensorView::to_candle`].
+//!
+//! [`GgufWriter`] holds a whole file in memory; [`write_gguf`] streams one
+//! from f32 tensors, quantizing each as it goes.
 
 mod cursor;
 mod describe;
 mod error;
 mod reader;
+mod stream;
 mod tokenizer;
 mod types;
 mod value;
@@ -27,6 +32,7 @@ pub use error::{GgufError, Result};
 pub use reader::{
     GgufFile, TensorInfo, TensorView, DEFAULT_ALIGNMENT, MAX_ALIGNMENT, MAX_DIMS, MAX_ELEMENTS,
 };
+pub use stream::{write_gguf, Progress, StreamError, TensorPlan};
 pub use tokenizer::GgufVocab;
 pub use types::{GgmlType, GgmlTypeIdError, ValueType};
 pub use value::{ArrayIter, ArrayView, MetadataValue, Value};

@@ -29,8 +29,9 @@ const SPECIAL_IDS: [&str; 4] = [
 ];
 
 impl<'f> GgufVocab<'f> {
-    /// Reads the vocabulary, checking that per-token arrays have one entry
-    /// per token and that special token ids index the vocabulary.
+    /// Reads the vocabulary, checking that tokens are distinct, that
+    /// per-token arrays have one entry per token and that special token ids
+    /// index the vocabulary.
     ///
     /// ```
     /// use candle_quant::gguf::{GgufFile, GgufVocab, GgufWriter, Value};
@@ -71,6 +72,18 @@ impl<'f> GgufVocab<'f> {
                     key: key.to_owned(),
                     expected: format!("{} entries, one per token", tokens.len()),
                     found: format!("{len} entries"),
+                });
+            }
+        }
+        // llama.cpp asserts the same: an id per distinct token text, or
+        // text-to-id lookups would disagree with id-to-text ones.
+        let mut seen = std::collections::HashMap::with_capacity(tokens.len());
+        for (id, &token) in tokens.iter().enumerate() {
+            if let Some(first) = seen.insert(token, id) {
+                return Err(GgufError::InconsistentMetadata {
+                    key: "tokenizer.ggml.tokens".to_owned(),
+                    expected: "distinct tokens".to_owned(),
+                    found: format!("{token:?} at ids {first} and {id}"),
                 });
             }
         }

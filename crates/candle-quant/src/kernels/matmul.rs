@@ -2,9 +2,12 @@
 //!
 //! A group of layers sharing one input (q/k/v, gate/up) runs as one job: one activation
 //! quantization per activation format and one pool dispatch for all of their rows.
+//! F16 and BF16 weights take the f32 input itself as their activations.
 
 use std::cell::Cell;
 use std::ops::Range;
+
+use half::{bf16, f16};
 
 use super::{ActAux, Kernel, ThreadPool};
 use crate::kernels::Isa;
@@ -48,15 +51,16 @@ impl Activations {
     }
 }
 
-/// An activation format with its slot in [`Activations`].
+/// An activation format and where a matmul finds it: its slot in [`Activations`], or
+/// the input `x` itself for f32.
 trait StoredAct: ActBlock {
-    fn slot(acts: &Activations) -> &[Self];
+    fn slot<'a>(acts: &'a Activations, x: &'a [f32]) -> &'a [Self];
 }
 
 macro_rules! stored_act {
     ($ty:ty, $field:ident) => {
         impl StoredAct for $ty {
-            fn slot(acts: &Activations) -> &[Self] {
+            fn slot<'a>(acts: &'a Activations, _: &'a [f32]) -> &'a [Self] {
                 &acts.$field
             }
         }
@@ -65,6 +69,12 @@ macro_rules! stored_act {
 stored_act!(BlockQ8_0, q8_0);
 stored_act!(BlockQ8_1, q8_1);
 stored_act!(BlockQ8K, q8_k);
+
+impl StoredAct for f32 {
+    fn slot<'a>(_: &'a Activations, x: &'a [f32]) -> &'a [Self] {
+        x
+    }
+}
 
 thread_local! {
     /// Taken (not borrowed) for the duration of a call, so a nested call on the same
@@ -83,6 +93,8 @@ pub(crate) enum WeightBlocks<'a> {
     Q4K(&'a [BlockQ4K]),
     Q5K(&'a [BlockQ5K]),
     Q6K(&'a [BlockQ6K]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
 }
 
 macro_rules! with_blocks {
@@ -96,6 +108,8 @@ macro_rules! with_blocks {
             WeightBlocks::Q4K($blocks) => $body,
             WeightBlocks::Q5K($blocks) => $body,
             WeightBlocks::Q6K($blocks) => $body,
+            WeightBlocks::F16($blocks) => $body,
+            WeightBlocks::BF16($blocks) => $body,
         }
     };
 }
@@ -120,8 +134,8 @@ impl<'a> WeightBlocks<'a> {
         with_blocks!(*self, w => of(w, isa))
     }
 
-    /// `bytes` as blocks of `ty`; `None` for the float types or when the length or
-    /// alignment does not fit the block type.
+    /// `bytes` as blocks of `ty`; `None` for F32 or when the length or alignment does
+    /// not fit the block type.
     pub(crate) fn new(ty: QuantType, bytes: &'a [u8]) -> Option<WeightBlocks<'a>> {
         use crate::quant::cast_blocks;
         Some(match ty {
@@ -133,7 +147,9 @@ impl<'a> WeightBlocks<'a> {
             QuantType::Q4K => WeightBlocks::Q4K(cast_blocks(bytes)?),
             QuantType::Q5K => WeightBlocks::Q5K(cast_blocks(bytes)?),
             QuantType::Q6K => WeightBlocks::Q6K(cast_blocks(bytes)?),
-            QuantType::F32 | QuantType::F16 | QuantType::BF16 => return None,
+            QuantType::F16 => WeightBlocks::F16(cast_blocks(bytes)?),
+            QuantType::BF16 => WeightBlocks::BF16(cast_blocks(bytes)?),
+            QuantType::F32 => return None,
         })
     }
 }
@@ -147,7 +163,8 @@ pub(crate) struct GroupMember<'a> {
     pub out: &'a mut [f32],
 }
 
-/// `out = x · wᵀ` for every member's quantized `w`, with one x: [m, in_features]:
+/// `out = x · wᵀ` for every member's `w` (block format, F16 or BF16), with one
+/// x: [m, in_features]:
 /// x is quantized once per activation format and the pool is dispatched once.
 ///
 /// Each member's weights are [out_features, in_features / B::ELEMS] blocks, row-major,
@@ -229,7 +246,7 @@ pub(crate) fn matmul_group(
         with_blocks!(weights, w => compute_rows(
             w,
             in_features,
-            StoredAct::slot(acts_ref),
+            StoredAct::slot(acts_ref, x),
             acts_ref.aux(weights.aux_bias(isa, m)),
             m,
             rows,

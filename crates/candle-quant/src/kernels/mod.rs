@@ -11,6 +11,8 @@ mod x86;
 
 pub use pool::{default_num_threads, global_pool, num_threads, set_num_threads, ThreadPool};
 
+use half::{bf16, f16};
+
 use crate::quant::{
     BlockFormat, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8_0,
@@ -25,7 +27,8 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL, VNNI and BITALG on top of [`Isa::Avx2`] (Ice Lake,
     /// Zen 4 and later): bitwise equal to AVX2 except the Q4_K matmul, which gives
-    /// the scalar reference's bits (as Q4_0 and Q5_0 do on both).
+    /// the scalar reference's bits (as Q4_0 and Q5_0 do on both), and F16/BF16,
+    /// which sum 16 lanes instead of 8.
     Avx512Vnni,
     /// wasm32 SIMD (compile-time `+simd128`).
     Simd128,
@@ -200,6 +203,13 @@ pub trait Kernel: BlockFormat {
 }
 
 macro_rules! kernel {
+    // `-`: no simd128 kernel for the format; wasm32 runs the scalar reference.
+    (@simd128 $block:ty, -) => {
+        <$block as BlockFormat>::dot_ref
+    };
+    (@simd128 $block:ty, $simd128:ident) => {
+        simd128::$simd128
+    };
     (@dot $block:ty, $avx2:ident, $simd128:tt) => {
         fn dot_fn(isa: Isa) -> DotFn<Self> {
             match isa {
@@ -222,7 +232,7 @@ macro_rules! kernel {
                     dot
                 }
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-                Isa::Simd128 => simd128::$simd128,
+                Isa::Simd128 => kernel!(@simd128 $block, $simd128),
                 _ => <$block as BlockFormat>::dot_ref,
             }
         }
@@ -316,6 +326,11 @@ kernel!(BlockQ4K, dot_q4_k, dot4_q4_k, dot_q4_k; tile [
 ]);
 kernel!(BlockQ5K, dot_q5_k, dot4_q5_k, dot_q5_k);
 kernel!(BlockQ6K, dot_q6_k, dot4_q6_k, dot_q6_k);
+// simd128 has no f16 -> f32 conversion, so wasm32 runs the scalar reference for
+// F16 and BF16 (a widening by integer bit operations is left for when a browser
+// build needs half-precision weights).
+kernel!(f16, dot_f16, dot4_f16, -);
+kernel!(bf16, dot_bf16, dot4_bf16, -);
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! Every fast path against the scalar reference on random blocks.
 
 use bytemuck::Zeroable;
-use half::f16;
+use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -62,11 +62,48 @@ fn random_q8k(
         .collect()
 }
 
+/// The instruction set `HANZO_REQUIRE_ISA` names (`avx2`, `avx512`, `simd128`), which
+/// CI sets where the machine has it: there a kernel test fails, rather than skips,
+/// when it cannot run the kernels it must check.
+fn required_isa() -> Option<Isa> {
+    let name = std::env::var("HANZO_REQUIRE_ISA").ok()?;
+    let isa = Isa::named(name.trim());
+    assert!(
+        isa.is_some(),
+        "HANZO_REQUIRE_ISA={name:?} names no instruction set (avx2, avx512, simd128, scalar)"
+    );
+    isa
+}
+
+/// Whether the kernels of `isa` run here. Panics when they do not but
+/// `HANZO_REQUIRE_ISA` requires them: the AVX-512 kernels require AVX2 too, which
+/// their tests compare against.
+fn runs_here(isa: Isa) -> bool {
+    if isa.is_available() {
+        return true;
+    }
+    if let Some(required) = required_isa() {
+        let implied = required == isa || (required == Isa::Avx512Vnni && isa == Isa::Avx2);
+        assert!(
+            !implied,
+            "HANZO_REQUIRE_ISA={required:?} but this machine cannot run the {isa:?} kernels"
+        );
+    }
+    false
+}
+
 fn isas_under_test() -> Vec<Isa> {
     [Isa::Avx2, Isa::Avx512Vnni, Isa::Simd128]
         .into_iter()
-        .filter(|isa| isa.is_available())
+        .filter(|&isa| runs_here(isa))
         .collect()
+}
+
+#[test]
+fn the_required_instruction_set_runs_here() {
+    if let Some(isa) = required_isa() {
+        assert!(runs_here(isa));
+    }
 }
 
 fn one(_: &mut StdRng) -> f32 {
@@ -301,13 +338,19 @@ fn four_row_kernels_equal_the_single_row_kernel_bitwise() {
         assert_dot4_matches_dot::<BlockQ5K>(&mut rng, n_blocks);
         assert_dot4_matches_dot::<BlockQ6K>(&mut rng, n_blocks);
     }
+    // F16/BF16 "blocks" are single values: every length from one partial vector to
+    // several pairs of full 16-lane vectors plus a partial one.
+    for n in [1, 7, 8, 9, 16, 17, 31, 32, 33, 47, 576] {
+        assert_dot4_matches_dot::<f16>(&mut rng, n);
+        assert_dot4_matches_dot::<bf16>(&mut rng, n);
+    }
 }
 
 /// The AVX-512 module forms each lane's 4-product integer sum with `vpdpbusd` where the
 /// AVX2 module uses `maddubs` + `madd`; the lanes hold the same integers, so every
 /// result, single-row and four-row, must be bitwise equal on real-scaled random data.
 fn assert_avx512_equals_avx2<B: Kernel>(rng: &mut StdRng, n_blocks: usize) {
-    if !Isa::Avx512Vnni.is_available() {
+    if !runs_here(Isa::Avx512Vnni) {
         return;
     }
     let (weights, rows) = weights_and_four_rows::<B>(rng, n_blocks);
@@ -503,6 +546,102 @@ fn k_quant_tile_kernels_equal_the_reference_bitwise() {
             r.random_range(0.001f32..0.1)
         });
         check::<BlockQ4K>(w, n_blocks, acts);
+    }
+}
+
+/// Lengths that end on every kind of tail: within the first vector, on a vector edge
+/// and past pairs of full vectors, for both 8 (AVX2) and 16 (AVX-512) lanes.
+const HALF_PRECISION_LENGTHS: [usize; 13] = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 576];
+
+/// `w` and `a` as the weights of `B` (F16 or BF16) and f32 activations.
+fn half_precision_row<B: Kernel<Act = f32>>(w: &[f32]) -> Vec<B> {
+    w.iter().map(|&v| B::quantize(&[v])).collect()
+}
+
+/// Integers in -16..=16 are exact in f16, bf16 and f32, and with `n <= 576` every
+/// product and partial sum is an integer of magnitude <= 576 · 256 < 2^24, so any
+/// summation order, with or without FMA, gives the exact result: the fast paths must
+/// equal the reference bitwise.
+fn assert_half_precision_bit_exact<B: Kernel<Act = f32>>(rng: &mut StdRng) {
+    for n in HALF_PRECISION_LENGTHS {
+        let int = |rng: &mut StdRng| rng.random_range(-16i32..=16) as f32;
+        let w: Vec<B> = half_precision_row(&(0..n).map(|_| int(rng)).collect::<Vec<_>>());
+        let rows: Vec<Vec<f32>> = (0..4).map(|_| (0..n).map(|_| int(rng)).collect()).collect();
+        let expected: Vec<f32> = rows.iter().map(|a| B::dot_ref(&w, a)).collect();
+        for isa in isas_under_test() {
+            for (a, want) in rows.iter().zip(&expected) {
+                let got = B::dot_fn(isa)(&w, a);
+                assert_eq!(got.to_bits(), want.to_bits(), "{:?} {isa:?} n={n}", B::TYPE);
+            }
+            if let Some(dot4) = B::dot4_fn(isa) {
+                let got = dot4(&w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&expected), "{:?} {isa:?} n={n}", B::TYPE);
+            }
+        }
+    }
+}
+
+#[test]
+fn half_precision_fast_paths_equal_reference_bit_exactly_on_integer_values() {
+    let mut rng = StdRng::seed_from_u64(10);
+    assert_half_precision_bit_exact::<f16>(&mut rng);
+    assert_half_precision_bit_exact::<bf16>(&mut rng);
+}
+
+/// Real-valued weights (magnitudes spread over six decades, both signs) and
+/// activations.
+///
+/// Tolerance: widening F16/BF16 to f32 is exact, so both sides compute the same `n`
+/// products `p_i` and differ only in rounding. The reference rounds each product and
+/// each of its `n - 1` sums (a chain of at most `n` roundings per term); a fast path
+/// rounds once per FMA, `ceil(n / (2 L))` per lane for `L <= 16` lanes, plus one to
+/// join its two accumulators and `log2 L <= 4` in the horizontal sum: at most `n + 5`.
+/// With `u = 2^-24` and `γ_k = k u / (1 - k u)`, each is within `γ_(n+5) Σ|p_i|` of
+/// the exact sum, so of each other within `2 γ_(n+5) Σ|p_i|` (Higham, Accuracy and
+/// Stability of Numerical Algorithms, §3.1); the reference is also checked against
+/// the exact (f64) sum with `γ_n Σ|p_i|`.
+fn assert_half_precision_close<B: Kernel<Act = f32>>(rng: &mut StdRng) {
+    let gamma = |k: usize| {
+        let ku = k as f64 * (f32::EPSILON as f64 / 2.0);
+        ku / (1.0 - ku)
+    };
+    for n in HALF_PRECISION_LENGTHS {
+        let w_f: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-4..=1)))
+            .collect();
+        let w: Vec<B> = half_precision_row(&w_f);
+        let a: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+        let mut w_hat = vec![0f32; n];
+        w.iter()
+            .zip(w_hat.chunks_exact_mut(1))
+            .for_each(|(b, d)| b.dequantize(d));
+        let products = w_hat.iter().zip(&a).map(|(&w, &a)| w as f64 * a as f64);
+        let (exact, abs) = products.fold((0f64, 0f64), |(s, m), p| (s + p, m + p.abs()));
+        let expected = B::dot_ref(&w, &a) as f64;
+        assert!(
+            (expected - exact).abs() <= gamma(n) * abs,
+            "{:?} n={n}: reference {expected} vs exact {exact}",
+            B::TYPE
+        );
+        let tol = 2.0 * gamma(n + 5) * abs;
+        for isa in isas_under_test() {
+            let got = B::dot_fn(isa)(&w, &a) as f64;
+            assert!(
+                (got - expected).abs() <= tol,
+                "{:?} {isa:?} n={n}: {got} vs {expected} (tol {tol})",
+                B::TYPE
+            );
+        }
+    }
+}
+
+#[test]
+fn half_precision_fast_paths_match_reference_within_the_f32_dot_product_bound() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for _ in 0..20 {
+        assert_half_precision_close::<f16>(&mut rng);
+        assert_half_precision_close::<bf16>(&mut rng);
     }
 }
 

@@ -6,7 +6,9 @@
 //! saturate); only the order of the f32 accumulation differs from the scalar reference.
 //! The two modules differ only in how they form the 8 lanes of 4-product integer sums
 //! (`maddubs` + `madd` vs. one `vpdpbusd`) and how they spread the Q5 high bits; the
-//! lanes hold the same integers, so the two give bitwise equal results.
+//! lanes hold the same integers, so the two give bitwise equal results. F16 and BF16
+//! weights (`half_precision`) have no integer part: there AVX-512 uses 16-lane vectors
+//! and sums in another order than AVX2.
 
 #[cfg(target_arch = "x86")]
 use std::arch::x86::*;
@@ -14,6 +16,8 @@ use std::arch::x86::*;
 use std::arch::x86_64::*;
 
 use half::f16;
+
+mod half_precision;
 
 use crate::quant::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
@@ -195,7 +199,7 @@ macro_rules! x86_kernels {
 
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn hsum_ps(v: __m256) -> f32 {
+        pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
             let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
             _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
@@ -636,6 +640,8 @@ pub mod avx2 {
     }
 
     x86_kernels!("avx2,fma,f16c");
+
+    pub use super::half_precision::avx2::{dot4_bf16, dot4_f16, dot_bf16, dot_f16};
 }
 
 /// AVX-512 F/BW/VL + VNNI on top of AVX2 (256-bit vectors: the kernels gain the
@@ -667,6 +673,8 @@ pub mod avx512 {
     }
 
     x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+    pub use super::half_precision::avx512::{dot4_bf16, dot4_f16, dot_bf16, dot_f16};
 
     use std::ops::Range;
 

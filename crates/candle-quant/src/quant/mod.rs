@@ -7,9 +7,11 @@
 //!
 //! Activations are quantized once per matmul, to exactly the blocks llama.cpp's x86 CPU
 //! backend makes: [`BlockQ8_0`] for Q4_0/Q5_0/Q8_0, [`BlockQ8_1`] for Q4_1/Q5_1 and
-//! [`BlockQ8K`] (256 values) for the K-quants.
+//! [`BlockQ8K`] (256 values) for the K-quants. F16 and BF16 weights (`half::f16`,
+//! `half::bf16` as one-value blocks) take the f32 activations as they are.
 
 mod error;
+mod half_precision;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -20,6 +22,7 @@ mod q6_k;
 mod q8_0;
 mod q8_1;
 mod q8_k;
+mod scale_search;
 
 pub use error::QuantError;
 pub use q4_0::BlockQ4_0;
@@ -167,7 +170,8 @@ impl std::fmt::Display for QuantType {
     }
 }
 
-/// An 8-bit activation block: the right-hand side of every quantized dot product.
+/// An activation block, the right-hand side of every dot product: 8-bit blocks for the
+/// block formats, `f32` itself for F16 and BF16.
 pub trait ActBlock: Pod + Send + Sync {
     /// Values per block.
     const ELEMS: usize;
@@ -215,17 +219,6 @@ pub(crate) fn inv_or_zero(d: f32) -> f32 {
     }
 }
 
-/// Smallest f16 that is >= `x` (for non-negative finite `x`), so a stored scale never
-/// shrinks the range it must cover.
-pub(crate) fn f16_round_up(x: f32) -> half::f16 {
-    let h = half::f16::from_f32(x);
-    if h.to_f32() >= x {
-        h
-    } else {
-        half::f16::from_bits(h.to_bits() + 1)
-    }
-}
-
 /// Views raw weight bytes as blocks; `None` if the length is not a whole number of
 /// blocks or the pointer is not aligned for `B`.
 pub fn cast_blocks<B: Pod>(bytes: &[u8]) -> Option<&[B]> {
@@ -248,14 +241,8 @@ pub fn quantize(ty: QuantType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
     let n_bytes = ty.row_bytes(src.len())?;
     let out = match ty {
         QuantType::F32 => bytemuck::cast_slice(src).to_vec(),
-        QuantType::F16 => src
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-        QuantType::BF16 => src
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect(),
+        QuantType::F16 => quantize_blocks::<half::f16>(src),
+        QuantType::BF16 => quantize_blocks::<half::bf16>(src),
         QuantType::Q4_0 => quantize_blocks::<BlockQ4_0>(src),
         QuantType::Q4_1 => quantize_blocks::<BlockQ4_1>(src),
         QuantType::Q5_0 => quantize_blocks::<BlockQ5_0>(src),
@@ -289,16 +276,8 @@ pub fn dequantize(ty: QuantType, bytes: &[u8], n_elems: usize) -> Result<Vec<f32
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
-        QuantType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        QuantType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
+        QuantType::F16 => dequantize_blocks::<half::f16>(bytes, &mut out),
+        QuantType::BF16 => dequantize_blocks::<half::bf16>(bytes, &mut out),
         QuantType::Q4_0 => dequantize_blocks::<BlockQ4_0>(bytes, &mut out),
         QuantType::Q4_1 => dequantize_blocks::<BlockQ4_1>(bytes, &mut out),
         QuantType::Q5_0 => dequantize_blocks::<BlockQ5_0>(bytes, &mut out),
@@ -338,77 +317,6 @@ pub fn quantize_activations<A: ActBlock>(src: &[f32]) -> Vec<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Inputs that stress the K-quant scale search: mixed signs, one-signed blocks,
-    /// zeros, and sub-blocks whose ranges differ by orders of magnitude.
-    fn k_inputs() -> Vec<Vec<f32>> {
-        let wave = |scale: f32, shift: f32| -> Vec<f32> {
-            (0..QK_K)
-                .map(|i| ((i as f32 * 0.7).sin() + shift) * scale * (1.0 + (i / 32) as f32))
-                .collect()
-        };
-        let mut mixed: Vec<f32> = (0..QK_K)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
-            .collect();
-        mixed[..32].iter_mut().for_each(|v| *v *= 1e-3);
-        vec![
-            wave(1.0, 0.0),
-            wave(0.02, 2.0),
-            wave(3.0, -2.0),
-            vec![0.0; QK_K],
-            mixed,
-        ]
-    }
-
-    /// Every value must be within half a step of its sub-block's grid (the quantizer
-    /// rounds scales up so nothing clamps), plus f32 slack of 4 ulp of the magnitudes
-    /// involved in `(d * sc) * q - dmin * m`.
-    fn assert_half_step<B: BlockFormat>(step_and_offset: impl Fn(&B, usize) -> (f32, f32)) {
-        for x in k_inputs() {
-            let block = B::quantize(&x);
-            let mut back = vec![0f32; QK_K];
-            block.dequantize(&mut back);
-            for i in 0..QK_K {
-                let (step, offset) = step_and_offset(&block, i);
-                let slack = 4.0 * f32::EPSILON * (x[i].abs() + offset.abs() + back[i].abs());
-                let err = (x[i] - back[i]).abs();
-                assert!(
-                    err <= step / 2.0 + slack,
-                    "{:?} value {i}: {} -> {} (step {step})",
-                    B::TYPE,
-                    x[i],
-                    back[i]
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn q4_k_quantization_error_is_at_most_half_a_step() {
-        assert_half_step::<BlockQ4K>(|b, i| {
-            let (sc, m) = unpack_scales_mins(&b.scales);
-            (
-                b.d.to_f32() * sc[i / 32] as f32,
-                b.dmin.to_f32() * m[i / 32] as f32,
-            )
-        });
-    }
-
-    #[test]
-    fn q5_k_quantization_error_is_at_most_half_a_step() {
-        assert_half_step::<BlockQ5K>(|b, i| {
-            let (sc, m) = unpack_scales_mins(&b.scales);
-            (
-                b.d.to_f32() * sc[i / 32] as f32,
-                b.dmin.to_f32() * m[i / 32] as f32,
-            )
-        });
-    }
-
-    #[test]
-    fn q6_k_quantization_error_is_at_most_half_a_step() {
-        assert_half_step::<BlockQ6K>(|b, i| (b.d.to_f32() * b.scales[i / 16] as f32, 0.0));
-    }
 
     #[test]
     fn scale_packing_round_trips_all_6_bit_values() {

@@ -1,6 +1,7 @@
 use half::f16;
 
-use super::{f16_round_up, inv_or_zero, BlockFormat, BlockQ8K, QuantType, QK_K};
+use super::scale_search::{affine_search, nearest_int, AffineGrid};
+use super::{BlockFormat, BlockQ8K, QuantType, QK_K};
 
 /// Bytes of the packed 6-bit sub-block scales and mins of Q4_K/Q5_K.
 pub(crate) const K_SCALE_BYTES: usize = 12;
@@ -60,39 +61,54 @@ pub(crate) struct AffineK {
     pub q: [u8; QK_K],
 }
 
-/// Quantizes 256 values to `q in 0..=nmax` per 32-value sub-block.
-///
-/// Sub-block mins and scales are rounded *up* to the 6-bit grid (and the f16 super
-/// scales rounded up), so the representable range of every sub-block covers its values
-/// and each error is at most half a quantization step: `|x - x̂| <= d * sc[j] / 2`.
-pub(crate) fn quantize_affine_k(src: &[f32], nmax: u8) -> AffineK {
-    let mut lo = [0f32; 8];
-    let mut hi = [0f32; 8];
-    for (j, sub) in src.chunks_exact(32).enumerate() {
-        lo[j] = sub.iter().fold(0f32, |a, &v| a.min(v));
-        hi[j] = sub.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-    }
-    let max_offset = lo.iter().fold(0f32, |a, &v| a.max(-v));
-    let dmin = f16_round_up(max_offset / 63.0);
-    let dmin_f = dmin.to_f32();
-    let mut m = [0u8; 8];
-    let mut scale = [0f32; 8];
-    for j in 0..8 {
-        m[j] = ((-lo[j] * inv_or_zero(dmin_f)).ceil() as u8).min(63);
-        let lo_repr = -dmin_f * m[j] as f32;
-        scale[j] = (hi[j] - lo_repr).max(0.0) / nmax as f32;
-    }
-    let d = f16_round_up(scale.iter().fold(0f32, |a, &v| a.max(v)) / 63.0);
-    let d_f = d.to_f32();
-    let mut sc = [0u8; 8];
+/// Quantizes 256 values to `q in 0..=grid.nmax` per 32-value sub-block, as ggml's
+/// reference quantizer does: each sub-block's scale and offset come from
+/// [`affine_search`] weighted by `rms(sub-block) + |x|`, both are put on 6-bit grids
+/// under f16 super-scales, and the values are re-rounded on the stored grid.
+pub(crate) fn quantize_affine_k(src: &[f32], grid: &AffineGrid) -> AffineK {
     let mut q = [0u8; QK_K];
+    let mut scales = [0f32; 8];
+    let mut offsets = [0f32; 8];
+    let (mut max_scale, mut max_offset) = (0f32, 0f32);
     for (j, sub) in src.chunks_exact(32).enumerate() {
-        sc[j] = ((scale[j] * inv_or_zero(d_f)).ceil() as u8).min(63);
-        let step = d_f * sc[j] as f32;
-        let offset = dmin_f * m[j] as f32;
-        let inv_step = inv_or_zero(step);
+        let mut sum_x2 = 0f32;
+        for &v in sub {
+            sum_x2 += v * v;
+        }
+        let rms = (sum_x2 / 32.0).sqrt();
+        let weights: [f32; 32] = std::array::from_fn(|l| rms + sub[l].abs());
+        (scales[j], offsets[j]) = affine_search(sub, &weights, grid, &mut q[32 * j..32 * (j + 1)]);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if offsets[j] > max_offset {
+            max_offset = offsets[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_offset = if max_offset > 0.0 {
+        63.0 / max_offset
+    } else {
+        0.0
+    };
+    // `as u8` wraps like ggml's store of an int into a uint8_t.
+    let sc: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
+    let m: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_offset * offsets[j]) as u8).min(63));
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_offset / 63.0);
+    for (j, sub) in src.chunks_exact(32).enumerate() {
+        let step = d.to_f32() * sc[j] as f32;
+        // A zero step keeps the search's levels, as ggml does.
+        if step == 0.0 {
+            continue;
+        }
+        let offset = dmin.to_f32() * m[j] as f32;
         for (qi, &v) in q[32 * j..32 * (j + 1)].iter_mut().zip(sub) {
-            *qi = (((v + offset) * inv_step).round().max(0.0) as u8).min(nmax);
+            *qi = nearest_int((v + offset) / step).clamp(0, grid.nmax as i32) as u8;
         }
     }
     AffineK { d, dmin, sc, m, q }
@@ -120,7 +136,15 @@ impl BlockFormat for BlockQ4K {
     type Act = BlockQ8K;
 
     fn quantize(src: &[f32]) -> Self {
-        let a = quantize_affine_k(src, 15);
+        let a = quantize_affine_k(
+            src,
+            &AffineGrid {
+                nmax: 15,
+                rmin: -1.0,
+                rdelta: 0.1,
+                steps: 20,
+            },
+        );
         let mut qs = [0u8; QK_K / 2];
         for c in 0..4 {
             for l in 0..32 {

@@ -3,6 +3,7 @@ use half::f16;
 use super::q4_k::{
     affine_k_isums, pack_scales_mins, quantize_affine_k, unpack_scales_mins, K_SCALE_BYTES,
 };
+use super::scale_search::AffineGrid;
 use super::{BlockFormat, BlockQ8K, QuantType, QK_K};
 
 /// ggml Q5_K: Q4_K's layout plus a fifth bit per value: value `i` of sub-block `j` is
@@ -47,7 +48,15 @@ impl BlockFormat for BlockQ5K {
     type Act = BlockQ8K;
 
     fn quantize(src: &[f32]) -> Self {
-        let a = quantize_affine_k(src, 31);
+        let a = quantize_affine_k(
+            src,
+            &AffineGrid {
+                nmax: 31,
+                rmin: -0.5,
+                rdelta: 0.1,
+                steps: 15,
+            },
+        );
         let mut qs = [0u8; QK_K / 2];
         let mut qh = [0u8; QK_K / 8];
         for c in 0..4 {

@@ -1,6 +1,7 @@
 use half::f16;
 
-use super::{f16_round_up, inv_or_zero, BlockFormat, BlockQ8K, QuantType, QK_K};
+use super::scale_search::{nearest_int, symmetric_search, GROUP_MAX_EPS};
+use super::{BlockFormat, BlockQ8K, QuantType, QK_K};
 
 /// ggml Q6_K: 256 values in 16 groups of 16; value `i` of group `g` is
 /// `d * scales[g] * (q[i] - 32)` with 6-bit `q` and signed 8-bit `scales`.
@@ -47,24 +48,36 @@ impl BlockFormat for BlockQ6K {
     const ELEMS: usize = QK_K;
     type Act = BlockQ8K;
 
-    /// Symmetric: each group's step covers `max|x| / 31`, rounded *up* onto the 8-bit
-    /// scale grid and the f16 super scale, so no value clamps and
-    /// `|x - x̂| <= d * scales[g] / 2`.
+    /// ggml's reference quantizer: each group of 16 gets a scale from
+    /// [`symmetric_search`], the scales go on a signed 8-bit grid under an f16 super
+    /// scale (the largest-magnitude scale maps to -128), and the values are re-rounded
+    /// on the stored grid. A block whose scales are all below ggml's epsilon is zero.
     fn quantize(src: &[f32]) -> Self {
-        let mut group_step = [0f32; QK_K / 16];
-        for (s, group) in group_step.iter_mut().zip(src.chunks_exact(16)) {
-            *s = group.iter().fold(0f32, |a, v| a.max(v.abs())) / 31.0;
-        }
-        let d = f16_round_up(group_step.iter().fold(0f32, |a, &v| a.max(v)) / 127.0);
-        let d_f = d.to_f32();
-        let mut scales = [0i8; QK_K / 16];
         let mut q = [0u8; QK_K];
+        let mut group_scale = [0f32; QK_K / 16];
+        let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
         for (g, group) in src.chunks_exact(16).enumerate() {
-            let sc = ((group_step[g] * inv_or_zero(d_f)).ceil() as u8).min(127);
-            scales[g] = sc as i8;
-            let inv_step = inv_or_zero(d_f * sc as f32);
+            group_scale[g] = symmetric_search(group, 32, &mut q[16 * g..16 * (g + 1)]);
+            if group_scale[g].abs() > max_abs_scale {
+                max_abs_scale = group_scale[g].abs();
+                max_scale = group_scale[g];
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            return bytemuck::Zeroable::zeroed();
+        }
+        let iscale = -128.0 / max_scale;
+        let d = f16::from_f32(1.0 / iscale);
+        let scales: [i8; QK_K / 16] =
+            std::array::from_fn(|g| nearest_int(iscale * group_scale[g]).min(127) as i8);
+        for (g, group) in src.chunks_exact(16).enumerate() {
+            let step = d.to_f32() * scales[g] as f32;
+            // A zero step keeps the search's levels, as ggml does.
+            if step == 0.0 {
+                continue;
+            }
             for (qi, &v) in q[16 * g..16 * (g + 1)].iter_mut().zip(group) {
-                *qi = ((v * inv_step).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
+                *qi = (nearest_int(v / step).clamp(-32, 31) + 32) as u8;
             }
         }
         let mut ql = [0u8; QK_K / 2];
