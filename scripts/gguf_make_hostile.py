@@ -295,7 +295,7 @@ def reshaped(name, rows, cols):
     return mutate
 
 
-variant("tensor_wrong_shape", f"blk.1.ffn_up.weight is [{FFN}, {HIDDEN + 1}] instead of [{FFN}, {HIDDEN}]", "FfnUp(1)",
+variant("tensor_wrong_shape", f"blk.1.ffn_up.weight is [{FFN}, {HIDDEN + 1}] instead of [{FFN}, {HIDDEN}]", "blk.1.ffn_up.weight has shape",
         reshaped("blk.1.ffn_up.weight", FFN, HIDDEN + 1))
 variant("key_tensor_wrong_rows", f"blk.0.attn_k.weight has {KV_HEADS * HEAD_DIM + 1} rows instead of {KV_HEADS * HEAD_DIM}", "blk.0.attn_k.weight",
         reshaped("blk.0.attn_k.weight", KV_HEADS * HEAD_DIM + 1, HIDDEN))

@@ -90,86 +90,7 @@ pub fn scaled_dot_product_attention(
         None => None,
         Some(m) => Some(check_mask(OP, q, m, &dims)?),
     };
-    attention(
-        OP,
-        q,
-        k,
-        v,
-        mask.as_ref(),
-        false,
-        Scoring::scaled(scale),
-        &dims,
-    )
-}
-
-/// [`scaled_dot_product_attention`] with soft-capped scores: each scaled
-/// score `s` becomes `cap * tanh(s / cap)` before the mask and softmax
-/// (Gemma 2's attention logit soft-capping). `cap` must be positive and
-/// finite.
-///
-/// Matches PyTorch's composition `softmax(cap * tanh(q·kᵀ·scale / cap) +
-/// mask) @ v`.
-pub fn scaled_dot_product_attention_softcapped(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f64,
-    cap: f64,
-) -> Result<Tensor> {
-    const OP: &str = "scaled_dot_product_attention_softcapped";
-    if !(cap.is_finite() && cap > 0.0) {
-        return Err(Error::InvalidArgument {
-            op: OP,
-            message: format!("the soft-cap must be positive and finite, got {cap}"),
-        });
-    }
-    let dims = check_qkv(OP, q, k, v)?;
-    let mask = match mask {
-        None => None,
-        Some(m) => Some(check_mask(OP, q, m, &dims)?),
-    };
-    let scoring = Scoring {
-        scale,
-        softcap: Some(cap),
-    };
-    attention(OP, q, k, v, mask.as_ref(), false, scoring, &dims)
-}
-
-/// How a query-key dot product becomes a score: scaled, then optionally
-/// soft-capped.
-#[derive(Clone, Copy)]
-struct Scoring<A = f64> {
-    scale: A,
-    softcap: Option<A>,
-}
-
-impl Scoring {
-    fn scaled(scale: f64) -> Self {
-        Self {
-            scale,
-            softcap: None,
-        }
-    }
-
-    fn to<A: Real>(self) -> Scoring<A> {
-        let cast = |x: f64| A::from(x).unwrap_or_else(A::one);
-        Scoring {
-            scale: cast(self.scale),
-            softcap: self.softcap.map(cast),
-        }
-    }
-}
-
-impl<A: Real> Scoring<A> {
-    #[inline]
-    fn of(&self, dot: A) -> A {
-        let score = dot * self.scale;
-        match self.softcap {
-            Some(cap) => cap * (score / cap).tanh(),
-            None => score,
-        }
-    }
+    attention(OP, q, k, v, mask.as_ref(), false, scale, &dims)
 }
 
 /// Causal attention without a mask tensor: query `i` attends keys
@@ -193,7 +114,7 @@ pub fn scaled_dot_product_attention_causal(
             ),
         });
     }
-    attention(OP, q, k, v, None, true, Scoring::scaled(scale), &dims)
+    attention(OP, q, k, v, None, true, scale, &dims)
 }
 
 /// The boolean (`u8`, 1 = attend) causal mask `[q_len, kv_len]` with the
@@ -288,7 +209,7 @@ fn attention(
     v: &Tensor,
     mask: Option<&Tensor>,
     causal: bool,
-    scale: Scoring,
+    scale: f64,
     dims: &Dims,
 ) -> Result<Tensor> {
     if !q.device().is_cpu() {
@@ -311,12 +232,12 @@ fn attention_cpu<A: Real>(
     v: &Tensor,
     mask: Option<&Tensor>,
     causal: bool,
-    scale: Scoring,
+    scale: f64,
     d: &Dims,
 ) -> Result<Tensor> {
     let [q, k, v] = [q, k, v].map(|t| t.to_dtype(<A as WithDType>::DTYPE));
     let (q, k, v) = (q.in_op(op)?, k.in_op(op)?, v.in_op(op)?);
-    let scale = scale.to::<A>();
+    let scale = A::from(scale).unwrap_or_else(A::one);
     let out = with_slice(op, &q, |qs: &[A]| {
         with_slice(op, &k, |ks: &[A]| {
             with_slice(op, &v, |vs: &[A]| {
@@ -368,12 +289,7 @@ struct Qkv<'a, A> {
     v: &'a [A],
 }
 
-fn run_kernel<A: Real>(
-    qkv: &Qkv<'_, A>,
-    mask: &MaskKind<'_, A>,
-    scale: Scoring<A>,
-    d: &Dims,
-) -> Vec<A> {
+fn run_kernel<A: Real>(qkv: &Qkv<'_, A>, mask: &MaskKind<'_, A>, scale: A, d: &Dims) -> Vec<A> {
     let mut out = vec![A::zero(); d.batch * d.heads * d.q_len * d.v_dim];
     if out.is_empty() {
         return out;
@@ -421,7 +337,7 @@ fn query_block<A: Real>(
     out: &mut [A],
     head: &HeadRef<'_, A>,
     mask: &MaskKind<'_, A>,
-    scale: Scoring<A>,
+    scale: A,
     d: &Dims,
 ) {
     let rows = q_block.len() / d.head_dim;
@@ -444,13 +360,13 @@ fn query_block<A: Real>(
                 let j = tile_start + t;
                 let k_row = &head.k[j * d.head_dim..][..d.head_dim];
                 *score = match mask {
-                    MaskKind::None => scale.of(dot(q_row, k_row)),
+                    MaskKind::None => dot(q_row, k_row) * scale,
                     MaskKind::Causal if j > i + causal_offset => A::neg_infinity(),
-                    MaskKind::Causal => scale.of(dot(q_row, k_row)),
+                    MaskKind::Causal => dot(q_row, k_row) * scale,
                     MaskKind::Keep(m) if m.get(head.b, head.h, i, j) == 0 => A::neg_infinity(),
-                    MaskKind::Keep(_) => scale.of(dot(q_row, k_row)),
+                    MaskKind::Keep(_) => dot(q_row, k_row) * scale,
                     MaskKind::Additive(m) => {
-                        scale.of(dot(q_row, k_row)) + m.get(head.b, head.h, i, j)
+                        dot(q_row, k_row) * scale + m.get(head.b, head.h, i, j)
                     }
                 };
                 tile_max = num_traits::Float::max(tile_max, *score);
@@ -497,7 +413,7 @@ fn attention_composed(
     v: &Tensor,
     mask: Option<&Tensor>,
     causal: bool,
-    scale: Scoring,
+    scale: f64,
     d: &Dims,
 ) -> Result<Tensor> {
     let causal_mask = if causal {
@@ -516,10 +432,7 @@ fn attention_composed(
                 .reshape((b, hk * group, n, dim))
         };
         let (k, v) = (expand(k)?, expand(v)?);
-        let mut scores = (q32.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale.scale)?;
-        if let Some(cap) = scale.softcap {
-            scores = ((scores / cap)?.tanh()? * cap)?;
-        }
+        let mut scores = (q32.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
         if let Some(m) = mask {
             let m = m.broadcast_as(scores.shape())?;
             scores = if m.dtype() == DType::U8 {

@@ -47,7 +47,6 @@ mod shape;
 
 pub use attention::{
     causal_mask, scaled_dot_product_attention, scaled_dot_product_attention_causal,
-    scaled_dot_product_attention_softcapped,
 };
 pub use conv::{avg_pool2d, conv2d, max_pool2d};
 pub use dtype::{result_type, HIP_DTYPES};
