@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # LLM inference on the CPU: our engine (`hanzo-candle bench`) against
-# llama.cpp (llama-cpp-python) and upstream candle 0.11.1 (quantized_llama /
-# quantized_gemma3), same model files, same threads, same token ids, same
-# timing rules (see crates/hanzo-candle/src/bench.rs). The engines alternate
-# round by round (one repetition each per round, the order rotating), so
-# machine noise spreads over all three; the table shows medians over rounds.
+# llama.cpp's own `llama-bench` and upstream candle 0.11.1 (quantized_llama /
+# quantized_gemma3), same model files, same threads, measured as llama-bench
+# measures: ppN is one batch of N tokens from an empty context, tgN is N
+# tokens one forward at a time from an empty context (see
+# crates/hanzo-candle/src/bench.rs and bench/llm/upstream). The engines
+# alternate round by round (one repetition each per round, the order
+# rotating), so machine noise spreads over all three; the table shows medians
+# over rounds.
 #
 #   bench/llm/run.sh [ROUNDS] [THREADS]        # defaults: 3 rounds, all cores
 #
 # BENCH_ISA=avx2 runs all three engines as on an AVX2-only CPU (the reference
 # machine kind of shared/PERF-NOTES.md) on a machine that also has AVX-512:
-# ours with HANZO_ISA=avx2, upstream built for x86-64-v3, llama.cpp from a
-# PYTHON whose llama-cpp-python was built with AVX2 and without AVX-512 (the
-# script builds it so when missing). Default: native (each at its best).
+# ours with HANZO_ISA=avx2, upstream built for x86-64-v3, llama.cpp built with
+# AVX2 and without AVX-512. Default: native (each at its best).
 #
+# llama.cpp comes from scripts/build-llamacpp.sh (built once from the
+# llama.cpp of the llama-cpp-python 0.3.36 sdist into ~/.cache, about 10
+# CPU-minutes), or from LLAMA_CPP_BIN (a folder holding llama-bench).
 # Environment: HANZO_CANDLE_MODELS (default ~/.cache/hanzo-candle/models),
-# PYTHON (default /root/venvs/ref/bin/python), BENCH_PROMPTS (128,512),
-# BENCH_DECODE (128), BANDWIDTH (GB/s; default: measured by our binary),
-# BENCH_OUT (where the per-run JSON goes; default a temporary directory).
-# Installs what is missing: the models (scripts/fetch-models.sh),
-# llama-cpp-python (built with -DGGML_NATIVE=ON, 10-20 min) and gguf.
-# Prints the markdown table on stdout; progress goes to stderr.
+# PYTHON (default /root/venvs/ref/bin/python; needs the gguf package, installed
+# when missing), BENCH_PROMPTS (128,512), BENCH_DECODE (128), BANDWIDTH (GB/s;
+# default: measured by our binary), BENCH_OUT (where the per-run JSON goes;
+# default a temporary directory). Installs the models when missing
+# (scripts/fetch-models.sh). Prints the markdown table on stdout; progress
+# goes to stderr.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
@@ -30,12 +35,9 @@ DECODE=${BENCH_DECODE:-128}
 PY=${PYTHON:-/root/venvs/ref/bin/python}
 ISA=${BENCH_ISA:-native}
 case $ISA in
-native)
-    RUST_CPU=native
-    LLAMA_CMAKE="-DGGML_NATIVE=ON" ;;
+native) RUST_CPU=native ;;
 avx2)
     RUST_CPU=x86-64-v3
-    LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF"
     export HANZO_ISA=avx2 ;;
 *)
     echo "bench/llm/run.sh: BENCH_ISA must be native or avx2, not '$ISA'" >&2
@@ -54,17 +56,7 @@ log() { echo "[bench/llm] $*" >&2; }
 set -e
 [[ -f "$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" && -f "$MODELS/gemma-3-270m-q4_k_m.gguf" ]] ||
     HANZO_CANDLE_MODELS="$MODELS" PYTHON="$PY" scripts/fetch-models.sh >&2
-if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
-    log "installing llama-cpp-python (builds llama.cpp from source)"
-    CMAKE_ARGS="$LLAMA_CMAKE" "$PY" -m pip install --no-cache-dir --no-binary llama-cpp-python \
-        llama-cpp-python >&2
-fi
-if [[ $ISA == avx2 ]] && "$PY" -c "import llama_cpp, sys; sys.exit('AVX512 = 1' not in llama_cpp.llama_print_system_info().decode())"; then
-    echo "bench/llm/run.sh: $PY's llama.cpp was built with AVX-512; BENCH_ISA=avx2 needs a build" \
-        "without it (CMAKE_ARGS=\"$LLAMA_CMAKE\" pip install --no-cache-dir --no-binary" \
-        "llama-cpp-python llama-cpp-python)" >&2
-    exit 2
-fi
+LLAMA_BIN=$(PYTHON="$PY" scripts/build-llamacpp.sh "$ISA")
 "$PY" -c "import gguf" 2>/dev/null || "$PY" -m pip install gguf >&2
 log "building hanzo-candle (release)"
 cargo build --release -q -p hanzo-candle >&2
@@ -79,7 +71,7 @@ UPSTREAM_TARGET=$CARGO_TARGET_DIR/bench-upstream
 set +e
 OURS=$CARGO_TARGET_DIR/release/hanzo-candle
 UPSTREAM=$UPSTREAM_TARGET/release/upstream-candle-bench
-log "instruction sets: $ISA"
+log "instruction sets: $ISA; llama.cpp from $LLAMA_BIN"
 
 MODEL_FILES=(SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf)
 if [[ -z "${BANDWIDTH:-}" ]]; then
@@ -95,8 +87,8 @@ run_one() { # engine model round
     case $engine in
     ours) timeout "$RUN_TIMEOUT" "$OURS" bench -m "$path" -t "$THREADS" -p "$PROMPTS" -n "$DECODE" \
         -r 1 --bandwidth "$BANDWIDTH" --json >"$out" 2>"$err" ;;
-    llamacpp) timeout "$RUN_TIMEOUT" "$PY" bench/llm/llamacpp_bench.py "$path" "$PROMPTS" "$DECODE" 1 \
-        "$THREADS" >"$out" 2>"$err" ;;
+    llamacpp) "$PY" bench/llm/llama_bench.py timeout "$RUN_TIMEOUT" "$LLAMA_BIN/llama-bench" \
+        -m "$path" -t "$THREADS" -p "$PROMPTS" -n "$DECODE" -r 1 -o json >"$out" 2>"$err" ;;
     upstream) RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS timeout "$RUN_TIMEOUT" \
         "$UPSTREAM" "$path" "$PROMPTS" "$DECODE" 1 >"$out" 2>"$err" ;;
     esac

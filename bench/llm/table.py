@@ -5,7 +5,11 @@
         THREADS ROUNDS PROMPT_LENGTHS DECODE_TOKENS MODEL_FILE...
 
 Each cell is the median over rounds (one repetition per engine per round),
-with the range in brackets. The bytes of weights read per decoded token
+with the range in brackets; "not measured" where an engine's report lacks
+the metric (llama-bench reports no load time and no time to first token).
+ppN and tgN are llama-bench's tests: N prompt tokens in one batch, and N
+tokens decoded one at a time, both from an empty context. The bytes of
+weights read per decoded token
 come from the file's tensor table (gguf-py, independent of our reader):
 every tensor, except the token embedding when a separate `output.weight`
 exists (then only one of its rows is read per token).
@@ -18,7 +22,11 @@ import sys
 
 from gguf import GGUFReader
 
-ENGINES = [("ours", "hanzo-candle"), ("llamacpp", "llama.cpp"), ("upstream", "candle 0.11.1")]
+ENGINES = [
+    ("ours", "hanzo-candle"),
+    ("llamacpp", "llama.cpp (llama-bench)"),
+    ("upstream", "candle 0.11.1"),
+]
 
 
 def weight_bytes_per_token(path):
@@ -49,6 +57,8 @@ def main():
     print(
         f"{threads} threads, {rounds} rounds (median [min - max] over rounds), "
         f"memory bandwidth {bandwidth:.1f} GB/s (streaming read, {threads} threads). "
+        "ppN: N prompt tokens in one batch, tgN: N tokens decoded one at a time, "
+        "both from an empty context (llama-bench's tests). "
         "Ratios are ours ÷ peer, from the medians: above 1 is better for rates, "
         "below 1 is better for times and memory."
     )
@@ -57,14 +67,23 @@ def main():
         weights = weight_bytes_per_token(os.path.join(models_dir, model))
         ceiling = bandwidth * 1e9 / weights
         data = {key: runs(out_dir, model, key) for key, _ in ENGINES}
+        # Each metric reads one number from a report, or None when the
+        # engine does not measure it.
         metrics = [
-            *[(f"pp{p} (tok/s)", lambda r, p=p: r["prefill_tok_s"][p]["median"], 1) for p in prompts],
-            (f"decode tg{decode} (tok/s)", lambda r: r["decode_tok_s"]["median"], 1),
-            ("load (s)", lambda r: r["load_s"]["median"], 3),
-            (f"TTFT, {prompts[0]}-token prompt (ms)", lambda r: r["ttft_ms"]["median"], 0),
+            *[
+                (f"pp{p} (tok/s)", lambda r, p=p: r["prefill_tok_s"][p]["median"], 1)
+                for p in prompts
+            ],
+            (f"tg{decode} (tok/s)", lambda r: r["decode_tok_s"]["median"], 1),
+            ("load (s)", lambda r: r.get("load_s", {}).get("median"), 3),
+            (
+                f"TTFT, {prompts[0]}-token prompt (ms)",
+                lambda r: r.get("ttft_ms", {}).get("median"),
+                0,
+            ),
             ("peak RSS (MiB)", lambda r: r["peak_rss_bytes"] / 2**20, 0),
             (
-                "decode % of bandwidth limit",
+                f"tg{decode} % of bandwidth limit",
                 lambda r: 100 * r["decode_tok_s"]["median"] / ceiling,
                 0,
             ),
@@ -84,7 +103,10 @@ def main():
                 if not reports:
                     cells.append("n/a (failed, see below)" if errors else "n/a")
                     continue
-                values = [value(r) for r in reports]
+                values = [v for v in map(value, reports) if v is not None]
+                if not values:
+                    cells.append("not measured")
+                    continue
                 medians[key] = statistics.median(values)
                 cells.append(
                     f"{medians[key]:.{digits}f} [{min(values):.{digits}f} - {max(values):.{digits}f}]"
@@ -99,12 +121,6 @@ def main():
             reports, errors = data[key]
             if errors:
                 notes.append(f"{model}, {name}: {len(errors)} failed run(s): {errors[0]}")
-            baselines = [r["baseline_rss_bytes"] for r in reports if "baseline_rss_bytes" in r]
-            if baselines:
-                notes.append(
-                    f"{model}, {name}: peak RSS includes the Python interpreter "
-                    f"(~{statistics.median(baselines) / 2**20:.0f} MiB before loading)."
-                )
     if notes:
         print()
         for note in notes:

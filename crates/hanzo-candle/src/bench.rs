@@ -1,15 +1,18 @@
 //! `hanzo-candle bench`: load time, time to first token, prefill and decode
 //! speed, peak memory, and decode speed against the memory-bandwidth limit.
 //!
-//! One repetition, the same in `bench/llm` for llama.cpp and upstream candle:
+//! One repetition:
 //! 1. load the model and allocate its KV cache (timed: "load");
 //! 2. one forward over a prompt of the first `-p` length, plus the argmax of
 //!    its last logits (timed: "time to first token", the first forward after
 //!    loading, as a user sees it);
 //! 3. `-n` tokens continuing that prompt, one forward each, the argmax
-//!    between forwards untimed (decode tokens/s, sampling excluded);
+//!    between forwards untimed (decode after the prompt, tokens/s, sampling
+//!    excluded; llama-bench's `tgN @ dP`);
 //! 4. for each `-p` length, one forward over a fresh prompt of that length
-//!    (prefill tokens/s).
+//!    from an empty cache (prefill tokens/s; llama-bench's `ppN`);
+//! 5. `-n` tokens from an empty cache, one forward each, as in 3 (decode
+//!    tokens/s; llama-bench's `tgN`, the figure `bench/llm` compares).
 //!
 //! Prompt token `i` is `first + (i * 7919) % (vocab - first)` with
 //! `first = min(100, vocab / 2)`: fixed ids away from the special tokens at
@@ -39,8 +42,8 @@ pub struct BenchArgs {
     model: Option<String>,
     #[command(flatten)]
     threads: ThreadsArg,
-    /// Prompt lengths to time prefill at, comma-separated; decode continues a
-    /// prompt of the first length (llama-bench's -p).
+    /// Prompt lengths to time prefill at, comma-separated (llama-bench's -p);
+    /// the first is also the prompt of TTFT and of the decode after a prompt.
     #[arg(
         short = 'p',
         long = "n-prompt",
@@ -164,7 +167,10 @@ impl Spread {
 struct Round {
     load: Duration,
     first_token: Duration,
+    /// From an empty cache.
     decode_tokens_per_s: f64,
+    /// Continuing the prompt of the first length.
+    decode_after_prompt_tokens_per_s: f64,
     /// Same order as `BenchArgs::prompt_lengths`.
     prefill_tokens_per_s: Vec<f64>,
     kv_cache_bytes: usize,
@@ -198,6 +204,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let load = Spread::of(&collect(&rounds, |r| r.load.as_secs_f64()));
     let first_token_ms = Spread::of(&collect(&rounds, |r| r.first_token.as_secs_f64() * 1e3));
     let decode = Spread::of(&collect(&rounds, |r| r.decode_tokens_per_s));
+    let decode_after_prompt = Spread::of(&collect(&rounds, |r| r.decode_after_prompt_tokens_per_s));
     let prefill: Vec<Spread> = (0..args.prompt_lengths.len())
         .map(|i| Spread::of(&collect(&rounds, |r| r.prefill_tokens_per_s[i])))
         .collect();
@@ -228,6 +235,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "ttft_ms": first_token_ms.json(),
             "prefill_tok_s": prefill,
             "decode_tok_s": decode.json(),
+            "decode_after_prompt_tok_s": decode_after_prompt.json(),
             "peak_rss_bytes": peak_rss_bytes,
             "file_bytes": file_bytes,
             "kv_cache_bytes": kv_cache_bytes,
@@ -261,9 +269,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("pp{len:<8} {} tok/s", s.show(1));
     }
     println!(
-        "tg{:<8} {} tok/s (sampling excluded)",
+        "tg{:<8} {} tok/s (from an empty cache, sampling excluded)",
         args.decode_tokens,
         decode.show(1)
+    );
+    println!(
+        "{:<10} {} tok/s (continuing the first prompt)",
+        format!("tg{} @ d{}", args.decode_tokens, args.prompt_lengths[0]),
+        decode_after_prompt.show(1)
     );
     println!(
         "memory     peak RSS {:.1} MiB = file {:.1} + KV cache {:.1} ({context} positions) {:+.1} MiB",
@@ -347,18 +360,10 @@ fn round(path: &Path, args: &BenchArgs) -> anyhow::Result<Round> {
     let logits = model
         .decoder
         .forward(&batch(0, &first_prompt), &mut cache)?;
-    let mut next = argmax(&logits)?;
+    let next = argmax(&logits)?;
     let first_token = started.elapsed();
 
-    let mut decoding = Duration::ZERO;
-    for position in first_len..first_len + args.decode_tokens {
-        let started = Instant::now();
-        let logits = model
-            .decoder
-            .forward(&batch(position, &[next]), &mut cache)?;
-        decoding += started.elapsed();
-        next = argmax(&logits)?;
-    }
+    let decoding_after_prompt = decode(&model, &mut cache, first_len, next, args.decode_tokens)?;
 
     let mut prefill_tokens_per_s = Vec::with_capacity(args.prompt_lengths.len());
     for &len in &args.prompt_lengths {
@@ -368,14 +373,44 @@ fn round(path: &Path, args: &BenchArgs) -> anyhow::Result<Round> {
         model.decoder.forward(&batch(0, &tokens), &mut cache)?;
         prefill_tokens_per_s.push(len as f64 / started.elapsed().as_secs_f64());
     }
+
+    cache.clear(0);
+    let decoding = decode(
+        &model,
+        &mut cache,
+        0,
+        prompt(1, vocab)[0],
+        args.decode_tokens,
+    )?;
+    let rate = |time: Duration| args.decode_tokens as f64 / time.as_secs_f64();
     Ok(Round {
         load,
         first_token,
-        decode_tokens_per_s: args.decode_tokens as f64 / decoding.as_secs_f64(),
+        decode_tokens_per_s: rate(decoding),
+        decode_after_prompt_tokens_per_s: rate(decoding_after_prompt),
         prefill_tokens_per_s,
         kv_cache_bytes: cache.bytes(),
         context,
     })
+}
+
+/// Time of `count` forwards of one token each into `cache`, the first
+/// `token` at `start`, each next one the argmax of the last (untimed).
+fn decode(
+    model: &Model,
+    cache: &mut KvCache,
+    start: usize,
+    mut token: u32,
+    count: usize,
+) -> anyhow::Result<Duration> {
+    let mut time = Duration::ZERO;
+    for position in start..start + count {
+        let started = Instant::now();
+        let logits = model.decoder.forward(&batch(position, &[token]), cache)?;
+        time += started.elapsed();
+        token = argmax(&logits)?;
+    }
+    Ok(time)
 }
 
 /// Size of the model: the file, or every file of a model directory.

@@ -86,6 +86,7 @@ fn json_report_has_every_metric_with_consistent_values() {
         "load_s",
         "ttft_ms",
         "decode_tok_s",
+        "decode_after_prompt_tok_s",
         "prefill_tok_s/8",
         "prefill_tok_s/16",
     ] {
@@ -178,7 +179,7 @@ fn text_report_names_each_metric() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     for label in [
-        "load", "TTFT", "pp4", "pp8", "tg3", "peak RSS", "KV cache", "roofline",
+        "load", "TTFT", "pp4", "pp8", "tg3 ", "tg3 @ d4", "peak RSS", "KV cache", "roofline",
     ] {
         assert!(text.contains(label), "`{label}` missing from:\n{text}");
     }

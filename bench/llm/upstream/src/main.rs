@@ -1,16 +1,17 @@
-//! Times upstream candle's `quantized_llama` / `quantized_gemma3` exactly as
-//! `hanzo-candle bench` times our engine, and prints one JSON object.
+//! Times upstream candle's `quantized_llama` / `quantized_gemma3` as
+//! `hanzo-candle bench` times our engine and llama-bench llama.cpp, and
+//! prints one JSON object.
 //!
 //!   upstream-candle-bench MODEL.gguf PROMPT_LENGTHS DECODE_TOKENS REPEATS
 //!   e.g. upstream-candle-bench smollm2.gguf 128,512 128 3
 //!
 //! Per repetition: load (file open to ready); time to first token (the first
-//! forward over a prompt of the first length, plus its argmax); decode of
-//! DECODE_TOKENS tokens continuing that prompt, one per forward, argmax
-//! outside the timed region; then one timed forward over a fresh prompt of
-//! each length. Prompt token `i` is `100 + (i * 7919) % (vocab - 100)`, the
-//! same ids as the other engines. Threads come from `RAYON_NUM_THREADS` and
-//! `CANDLE_NUM_THREADS` (candle's own pools).
+//! forward over a prompt of the first length, plus its argmax); one timed
+//! forward over a fresh prompt of each length from an empty cache (ppN);
+//! then decode of DECODE_TOKENS tokens from an empty cache, one per forward,
+//! argmax outside the timed region (tgN). Prompt token `i` is
+//! `100 + (i * 7919) % (vocab - 100)`, the same ids as ours. Threads come
+//! from `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` (candle's own pools).
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
@@ -135,24 +136,23 @@ fn main() -> Result<()> {
         let (mut model, vocab) = Model::load(path)?;
         load.push(began.elapsed().as_secs_f64());
 
-        let first = prompt(lengths[0], vocab);
         let began = Instant::now();
-        let (mut next, _) = model.step(&first, 0)?;
+        model.step(&prompt(lengths[0], vocab), 0)?;
         ttft.push(began.elapsed().as_secs_f64() * 1e3);
 
-        let mut decode_seconds = 0.0;
-        for i in 0..decode_tokens {
-            let (token, seconds) = model.step(&[next], first.len() + i)?;
+        // Position 0 makes both models drop their KV cache.
+        for (rates, &len) in prefill.iter_mut().zip(&lengths) {
+            let (_, seconds) = model.step(&prompt(len, vocab), 0)?;
+            rates.push(len as f64 / seconds);
+        }
+
+        let (mut next, mut decode_seconds) = (prompt(1, vocab)[0], 0.0);
+        for position in 0..decode_tokens {
+            let (token, seconds) = model.step(&[next], position)?;
             decode_seconds += seconds;
             next = token;
         }
         decode.push(decode_tokens as f64 / decode_seconds);
-
-        for (rates, &len) in prefill.iter_mut().zip(&lengths) {
-            // Position 0 makes both models drop their KV cache.
-            let (_, seconds) = model.step(&prompt(len, vocab), 0)?;
-            rates.push(len as f64 / seconds);
-        }
     }
     let prefill: Vec<String> = lengths
         .iter()
