@@ -50,6 +50,11 @@ pub enum Error {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
 
+    /// A forward step failed for every request in it; the message is the
+    /// step's error.
+    #[error("{0}")]
+    StepFailed(String),
+
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
