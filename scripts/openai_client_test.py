@@ -182,6 +182,20 @@ def test_concurrent_requests_give_the_outputs_they_give_alone():
     check([c.text for c in r1.choices] == [c.text for c in r2.choices], "n=2 reproducible")
 
 
+def test_the_next_turn_reuses_the_cached_prefix():
+    """The engine's tests check that reuse leaves the output unchanged
+    (crates/candle-engine/tests/decoder.rs); here, that the server reports it."""
+    turn = [{"role": "user", "content": "Name a fruit."}]
+    r1 = client.chat.completions.create(model=model, messages=turn, max_tokens=12, temperature=0)
+    turn += [
+        {"role": "assistant", "content": r1.choices[0].message.content},
+        {"role": "user", "content": "And a vegetable?"},
+    ]
+    r2 = client.chat.completions.create(model=model, messages=turn, max_tokens=12, temperature=0)
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    check(r1.usage.prompt_tokens <= cached < r2.usage.prompt_tokens, f"cached {cached}: {r1.usage} {r2.usage}")
+
+
 def test_errors_name_the_field():
     msgs = [{"role": "user", "content": "Hi"}]
     create = client.chat.completions.create
@@ -246,6 +260,7 @@ if mode == "main":
     test_streaming_equals_non_streaming()
     test_stop_strings_never_leak()
     test_concurrent_requests_give_the_outputs_they_give_alone()
+    test_the_next_turn_reuses_the_cached_prefix()
     test_errors_name_the_field()
 elif mode == "small":
     test_overload_and_disconnect()

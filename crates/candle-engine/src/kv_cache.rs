@@ -313,6 +313,43 @@ impl KvCache {
         }
     }
 
+    /// Keeps the first `len` positions of `slot` and forgets the rest, so
+    /// that a new sequence sharing that prefix continues from it. Fails,
+    /// changing nothing, when a sliding-window layer has already overwritten
+    /// an entry the continuation would attend to.
+    pub fn truncate(&mut self, slot: usize, len: usize) -> Result<()> {
+        if len > self.lengths[slot] {
+            return Err(Error::InvalidBatch(format!(
+                "slot {slot} holds {} positions, cannot keep {len}",
+                self.lengths[slot]
+            )));
+        }
+        for layer in &self.layers {
+            let c = layer.capacity;
+            let ring = &layer.positions[slot * c..(slot + 1) * c];
+            // The query at `len` sees the last `window` positions.
+            let oldest = layer
+                .geometry
+                .window
+                .map_or(0, |w| (len + 1).saturating_sub(w));
+            if let Some(lost) = (oldest..len).find(|&p| ring[p % c] != p as u32) {
+                return Err(Error::InvalidBatch(format!(
+                    "slot {slot}: a sliding-window layer no longer holds position {lost}"
+                )));
+            }
+        }
+        for layer in &mut self.layers {
+            let c = layer.capacity;
+            for entry in &mut layer.positions[slot * c..(slot + 1) * c] {
+                if *entry != EMPTY && *entry as usize >= len {
+                    *entry = EMPTY;
+                }
+            }
+        }
+        self.lengths[slot] = len;
+        Ok(())
+    }
+
     /// Records that `slot` now holds `len` positions (after a forward step
     /// wrote them into every layer).
     pub fn set_len(&mut self, slot: usize, len: usize) {
@@ -691,6 +728,36 @@ mod tests {
                 ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn truncate_keeps_a_prefix_unless_a_window_ring_overwrote_it() {
+        let geometry = |window| LayerGeometry {
+            kv_heads: 1,
+            head_dim: 2,
+            window,
+        };
+        // Window 4 with 2-token steps: a ring of 6 entries per slot.
+        let mut cache = KvCache::new(&[geometry(None), geometry(Some(4))], 1, 16, 2).unwrap();
+        for position in 0..10 {
+            for layer in 0..2 {
+                cache
+                    .write(layer, 0, position, &[1.0, 2.0], &[3.0, 4.0])
+                    .unwrap();
+            }
+        }
+        cache.set_len(0, 10);
+        // Positions 6..10 overwrote ring entries 0..4 (positions 0..4): a
+        // query at 4 would need positions 1..4 of the window.
+        let err = cache.truncate(0, 4).unwrap_err().to_string();
+        assert!(err.contains("no longer holds position 1"), "{err}");
+        assert_eq!(cache.len(0), 10);
+        // A query at 8 needs positions 5..8, all still in the ring.
+        cache.truncate(0, 8).unwrap();
+        assert_eq!(cache.len(0), 8);
+        assert!(cache.truncate(0, 9).is_err());
+        let ring = &cache.layers[1].positions;
+        assert_eq!(ring, &[6, 7, EMPTY, EMPTY, 4, 5]);
     }
 
     /// Reference: dense causal attention over the last `window` positions,

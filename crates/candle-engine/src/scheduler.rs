@@ -5,7 +5,9 @@
 //! every sequence that is generating, then prompt chunks of the sequences
 //! still prefilling, oldest first, until the step's token budget is spent.
 //! A request waits only for a free KV slot; a finished, cancelled or failed
-//! one frees its slot at once. Each request owns its sampler (seeded by the
+//! one frees its slot at once. A free slot keeps its entries: a new request
+//! whose prompt begins with the tokens it holds (the next turn of a chat)
+//! continues from them instead of computing them again. Each request owns its sampler (seeded by the
 //! request) and its stop strings, and every token's computation reads only
 //! its own sequence's cache entries, so a request's output does not depend
 //! on its slot or on what else runs beside it.
@@ -53,6 +55,9 @@ pub struct Generation {
     pub text: String,
     pub finish: FinishReason,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values were reused from an earlier
+    /// request instead of computed.
+    pub cached_tokens: usize,
 }
 
 /// Identifies a request for the lifetime of its scheduler.
@@ -62,7 +67,11 @@ pub type RequestId = u64;
 #[derive(Debug)]
 pub enum StepEvent {
     /// The whole prompt is in the cache; the next events are generated text.
-    PromptProcessed { id: RequestId, tokens: usize },
+    PromptProcessed {
+        id: RequestId,
+        tokens: usize,
+        cached: usize,
+    },
     /// New text. Text that might be the beginning of a stop string is held
     /// back until it is known not to be, so nothing after a stop is sent.
     Text { id: RequestId, text: String },
@@ -96,6 +105,8 @@ struct Sequence {
     prompt_tokens: usize,
     /// Tokens of `history` already in the cache.
     processed: usize,
+    /// Prompt tokens found in the cache when the request got its slot.
+    cached: usize,
     generated: Vec<u32>,
     stream: TextStream,
     /// Decoded text not yet emitted: it might be the start of a stop string.
@@ -120,6 +131,10 @@ pub struct Scheduler<'a> {
     waiting: VecDeque<Sequence>,
     /// Requests holding a slot, oldest first.
     running: Vec<Sequence>,
+    /// For each free slot, the tokens its cache entries hold (a finished
+    /// request's prompt and output), which a new request whose prompt
+    /// starts the same way continues from.
+    held: Vec<Vec<u32>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -138,9 +153,10 @@ impl<'a> Scheduler<'a> {
             )));
         }
         Ok(Self {
+            held: vec![Vec::new(); cache.slots()],
+            cache,
             decoder,
             tokenizer,
-            cache,
             step_tokens: options.step_tokens,
             next_id: 0,
             waiting: VecDeque::new(),
@@ -184,6 +200,7 @@ impl<'a> Scheduler<'a> {
             prompt_tokens: prompt.len(),
             history: prompt,
             processed: 0,
+            cached: 0,
             generated: Vec::new(),
             stream: TextStream::default(),
             pending: String::new(),
@@ -200,7 +217,8 @@ impl<'a> Scheduler<'a> {
             return true;
         }
         if let Some(i) = self.running.iter().position(|s| s.id == id) {
-            self.running.remove(i);
+            let seq = self.running.remove(i);
+            self.release(&seq);
             return true;
         }
         false
@@ -240,9 +258,11 @@ impl<'a> Scheduler<'a> {
                 // The step's cache contents are unknown: fail its sequences.
                 let error = e.to_string();
                 let failed: Vec<RequestId> = rows.iter().map(|r| r.0).collect();
+                let held = &mut self.held;
                 self.running.retain(|s| {
                     let keep = !failed.contains(&s.id);
                     if !keep {
+                        held[s.slot.expect("running sequences hold a slot")].clear();
                         events.push(StepEvent::Failed {
                             id: s.id,
                             error: error.clone(),
@@ -265,11 +285,13 @@ impl<'a> Scheduler<'a> {
                     events.push(StepEvent::PromptProcessed {
                         id,
                         tokens: seq.prompt_tokens,
+                        cached: seq.cached,
                     });
                 }
                 match accept(seq, &logits[row], self.tokenizer, &mut events) {
                     Ok(Some(finish)) => {
                         let seq = self.running.remove(i);
+                        self.release(&seq);
                         events.push(StepEvent::Finished {
                             id,
                             generation: Generation {
@@ -277,12 +299,14 @@ impl<'a> Scheduler<'a> {
                                 text: seq.text,
                                 finish,
                                 prompt_tokens: seq.prompt_tokens,
+                                cached_tokens: seq.cached,
                             },
                         });
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        self.running.remove(i);
+                        let seq = self.running.remove(i);
+                        self.release(&seq);
                         events.push(StepEvent::Failed {
                             id,
                             error: e.to_string(),
@@ -294,17 +318,42 @@ impl<'a> Scheduler<'a> {
         events
     }
 
-    /// Gives waiting requests the free slots, oldest first.
+    /// Frees the slot of `seq`, remembering what its cache entries hold.
+    fn release(&mut self, seq: &Sequence) {
+        let slot = seq.slot.expect("running sequences hold a slot");
+        self.held[slot].clear();
+        self.held[slot].extend_from_slice(&seq.history[..seq.processed]);
+    }
+
+    /// Gives waiting requests the free slots, oldest first: to each the free
+    /// slot holding the longest prefix of its prompt, which it then skips.
     fn admit(&mut self) {
         let slots = self.cache.slots();
         while self.running.len() < slots {
             let Some(mut seq) = self.waiting.pop_front() else {
                 return;
             };
-            let slot = (0..slots)
-                .find(|s| self.running.iter().all(|r| r.slot != Some(*s)))
+            let (slot, shared) = (0..slots)
+                .filter(|s| self.running.iter().all(|r| r.slot != Some(*s)))
+                .map(|s| {
+                    let common = self.held[s]
+                        .iter()
+                        .zip(&seq.history)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    // The last prompt token always runs: its logits are
+                    // the first sample's.
+                    (s, common.min(seq.prompt_tokens - 1))
+                })
+                .max_by_key(|&(s, shared)| (shared, std::cmp::Reverse(s)))
                 .expect("fewer sequences than slots");
-            self.cache.clear(slot);
+            if shared > 0 && self.cache.truncate(slot, shared).is_ok() {
+                seq.processed = shared;
+                seq.cached = shared;
+            } else {
+                self.cache.clear(slot);
+            }
+            self.held[slot].clear();
             seq.slot = Some(slot);
             self.running.push(seq);
         }

@@ -8,7 +8,7 @@ use candle_engine::scheduler::{
     Generation, GenerationParams, RequestId, Scheduler, SchedulerOptions, StepEvent,
 };
 use candle_engine::tokenizer::Tokenizer;
-use candle_engine::{Decoder, Result};
+use candle_engine::Decoder;
 use std::collections::HashMap;
 use tokio::sync::mpsc;
 
@@ -50,7 +50,7 @@ pub fn run(
     tokenizer: &Tokenizer,
     options: EngineOptions,
     mut submissions: mpsc::Receiver<Submission>,
-) -> Result<()> {
+) -> anyhow::Result<()> {
     let mut cache = KvCache::for_backend(
         &decoder.cache_geometry(),
         options.slots,

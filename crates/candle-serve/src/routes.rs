@@ -260,12 +260,14 @@ impl Reply {
         }
     }
 
-    fn usage(&self, completion_tokens: usize) -> Value {
+    /// Usage of the whole request: its choices share the prompt, so the
+    /// first choice's reused prompt tokens stand for it.
+    fn usage(&self, completion_tokens: usize, cached_tokens: usize) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": self.prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
         })
     }
 
@@ -326,6 +328,7 @@ async fn collect(
     }
     let generations: Vec<Generation> = done.into_iter().flatten().collect();
     let completion_tokens = generations.iter().map(|g| g.tokens.len()).sum();
+    let cached_tokens = generations[0].cached_tokens;
     let choices = generations
         .into_iter()
         .enumerate()
@@ -343,7 +346,12 @@ async fn collect(
             }
         })
         .collect();
-    Ok(Json(reply.body(false, choices, Some(reply.usage(completion_tokens)))).into_response())
+    Ok(Json(reply.body(
+        false,
+        choices,
+        Some(reply.usage(completion_tokens, cached_tokens)),
+    ))
+    .into_response())
 }
 
 fn stream(
@@ -370,7 +378,7 @@ fn stream(
                 }
             }
         }
-        let (mut left, mut completion_tokens) = (n, 0);
+        let (mut left, mut completion_tokens, mut cached_tokens) = (n, 0, 0);
         while left > 0 {
             let update = tokio::select! {
                 update = updates.recv() => update,
@@ -382,6 +390,9 @@ fn stream(
                 Some((index, Update::Text(text))) => reply.delta(index, Some(&text), None),
                 Some((index, Update::Done(generation))) => {
                     left -= 1;
+                    if index == 0 {
+                        cached_tokens = generation.cached_tokens;
+                    }
                     completion_tokens += generation.tokens.len();
                     reply.delta(index, None, Some(generation.finish))
                 }
@@ -401,7 +412,11 @@ fn stream(
             }
         }
         if include_usage {
-            let usage = reply.body(true, vec![], Some(reply.usage(completion_tokens)));
+            let usage = reply.body(
+                true,
+                vec![],
+                Some(reply.usage(completion_tokens, cached_tokens)),
+            );
             if events.send(send(usage)).await.is_err() {
                 return;
             }

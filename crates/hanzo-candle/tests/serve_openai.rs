@@ -62,7 +62,11 @@ fn free_port() -> u16 {
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     s.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
@@ -110,7 +114,12 @@ fn run_client(mode: &str, server: &Server, key: &str) {
     let python = python();
     let output = Command::new(&python)
         .arg(&script)
-        .args([mode, &format!("http://127.0.0.1:{}", server.port), MODEL_ID, key])
+        .args([
+            mode,
+            &format!("http://127.0.0.1:{}", server.port),
+            MODEL_ID,
+            key,
+        ])
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
