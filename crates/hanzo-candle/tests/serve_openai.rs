@@ -4,9 +4,9 @@
 //! against their outputs alone, errors, overload and disconnects. Then
 //! SIGTERM ends the server with status 0.
 //!
-//! The Python interpreter is `$HANZO_OPENAI_PYTHON`, else the venv `.ci/run`
-//! creates (`~/.cache/hanzo-candle/openai-venv`), else `python3`; it needs
-//! `pip install openai`.
+//! The Python interpreter is `$HANZO_OPENAI_PYTHON`, else the venv
+//! scripts/test.sh makes (`~/.cache/hanzo-candle/openai-venv`), else
+//! `python3`; it needs `pip install openai`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
