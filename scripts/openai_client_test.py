@@ -4,7 +4,8 @@
     python scripts/openai_client_test.py small BASE_URL MODEL API_KEY
 
 `main` expects a server with several slots and the API key API_KEY;
-`small` one started with `--slots 1 --queue 1` (overload and disconnects).
+`small` one started with `--slots 1 --queue 1 --timeout 5` (overload,
+disconnects and timeouts).
 Run by crates/hanzo-candle/tests/serve_openai.rs, which starts the servers.
 Every check raises on failure; the last line printed is "ok".
 """
@@ -255,6 +256,23 @@ def test_overload_and_disconnect():
     check(text == " Paris.\n\n" and finish == "length", f"after disconnect: {text!r} {finish}")
 
 
+def test_timeout():
+    """The server runs with --timeout 5: a request that cannot finish in
+    time is cancelled with 504, streaming or not, and the slot is freed."""
+    long = dict(model=model, prompt="Once upon a time", max_tokens=4000, temperature=0)
+    status, _, body = raw("POST", "/v1/completions", long)
+    check(status == 504 and json.loads(body)["error"]["type"] == "timeout_error", f"{status} {body}")
+    errors = []
+    try:
+        for _ in client.completions.create(stream=True, **long):
+            pass
+    except openai.APIError as e:
+        errors.append(e)
+    check(errors and "timeout" in str(errors[0]), f"streamed: {errors}")
+    text, finish, _ = complete(FRANCE, max_tokens=4, temperature=0)
+    check(text == " Paris.\n\n" and finish == "length", f"after timeouts: {text!r} {finish}")
+
+
 if mode == "main":
     test_models_and_health()
     test_streaming_equals_non_streaming()
@@ -264,6 +282,7 @@ if mode == "main":
     test_errors_name_the_field()
 elif mode == "small":
     test_overload_and_disconnect()
+    test_timeout()
 else:
     raise SystemExit(f"unknown mode {mode}")
 print("ok")

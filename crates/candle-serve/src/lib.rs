@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub port: u16,
     /// Bearer token every `/v1` request must carry, if set.
     pub api_key: Option<String>,
+    /// A request still running after this long is cancelled (504).
+    pub timeout: std::time::Duration,
 }
 
 /// What handlers need once the model is loaded.
@@ -54,6 +56,7 @@ pub(crate) struct State {
     /// Choices admitted and not yet finished, against `max_in_flight`.
     pub in_flight: std::sync::atomic::AtomicUsize,
     pub max_in_flight: usize,
+    pub timeout: std::time::Duration,
     pub created: u64,
 }
 
@@ -87,6 +90,7 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         api_key: options.api_key.clone(),
         in_flight: Default::default(),
         max_in_flight,
+        timeout: options.timeout,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -214,6 +214,7 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
         }
     }
     drop(updates_tx);
+    let deadline = tokio::time::Instant::now() + state.timeout;
     let reply = Reply {
         id: format!(
             "{}-{:016x}",
@@ -228,9 +229,16 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
         prompt_tokens: prompt.len(),
     };
     if common.stream {
-        Ok(stream(reply, n, common.include_usage, updates, admission))
+        Ok(stream(
+            reply,
+            n,
+            common.include_usage,
+            updates,
+            admission,
+            deadline,
+        ))
     } else {
-        collect(reply, n, updates, admission).await
+        collect(reply, n, updates, admission, deadline).await
     }
 }
 
@@ -307,6 +315,19 @@ fn finish_reason(finish: FinishReason) -> &'static str {
     }
 }
 
+fn timed_out() -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout_error",
+        "the request ran past the server's --timeout and was cancelled",
+    )
+}
+
+/// An error sent inside a stream, whose status line is already sent.
+fn error_body(e: &ApiError) -> Value {
+    json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}})
+}
+
 fn engine_failure(message: String) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
 }
@@ -316,10 +337,14 @@ async fn collect(
     n: usize,
     mut updates: mpsc::UnboundedReceiver<(usize, Update)>,
     _admission: Admission,
+    deadline: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
     let mut done: Vec<Option<Generation>> = vec![None; n];
     while done.iter().any(Option::is_none) {
-        match updates.recv().await {
+        let update = tokio::time::timeout_at(deadline, updates.recv()).await;
+        // Returning drops `updates`, which cancels the request's sequences.
+        let update = update.map_err(|_| timed_out())?;
+        match update {
             Some((_, Update::Text(_))) => {}
             Some((choice, Update::Done(generation))) => done[choice] = Some(generation),
             Some((_, Update::Failed(message))) => return Err(engine_failure(message)),
@@ -360,6 +385,7 @@ fn stream(
     include_usage: bool,
     mut updates: mpsc::UnboundedReceiver<(usize, Update)>,
     admission: Admission,
+    deadline: tokio::time::Instant,
 ) -> Response {
     let (events, body) = mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {
@@ -385,6 +411,10 @@ fn stream(
                 // The client went away: dropping `updates` cancels the
                 // sequences at the engine's next step.
                 _ = events.closed() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = events.send(send(error_body(&timed_out()))).await;
+                    return;
+                }
             };
             let chunk = match update {
                 Some((index, Update::Text(text))) => reply.delta(index, Some(&text), None),
@@ -397,8 +427,9 @@ fn stream(
                     reply.delta(index, None, Some(generation.finish))
                 }
                 Some((_, Update::Failed(message))) => {
-                    let error = json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}});
-                    let _ = events.send(send(error)).await;
+                    let _ = events
+                        .send(send(error_body(&engine_failure(message))))
+                        .await;
                     return;
                 }
                 None => return,

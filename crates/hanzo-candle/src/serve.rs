@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// open).
     #[arg(long, env = "HANZO_CANDLE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Seconds a request may run, queueing included; then it is cancelled
+    /// and answered 504 (or, streaming, ended with an error event).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    timeout: u64,
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -42,5 +46,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         host: args.host.clone(),
         port: args.port,
         api_key: args.api_key.clone(),
+        timeout: std::time::Duration::from_secs(args.timeout),
     })
 }

@@ -140,8 +140,8 @@ fn the_openai_client_gets_what_the_api_promises() {
 }
 
 #[test]
-fn overload_is_429_and_disconnected_clients_free_their_slot() {
-    let server = start(&["--slots", "1", "--queue", "1"]);
+fn overload_is_429_and_disconnected_or_timed_out_requests_free_their_slot() {
+    let server = start(&["--slots", "1", "--queue", "1", "--timeout", "5"]);
     run_client("small", &server, "unused");
     assert_eq!(get(server.port, "/health").map(|r| r.0), Some(200));
 }
