@@ -3,7 +3,8 @@
 # errors) on every target, the engine's browser build included (the rustup
 # components and targets are added if missing). Then every crate's unit,
 # integration, property and doc tests; the real-model tests need the models,
-# so they are fetched first (once; see scripts/fetch-models.sh). Then the
+# so they are fetched first (once; see scripts/fetch-models.sh), and the
+# server tests' OpenAI client is installed into a venv (once). Then the
 # SIMD128 kernels pass their tests under Node's WASI (wasm32-wasip1; Node
 # comes with the machine or .ci/run). Last, a short fuzz run of the GGUF
 # reader and tokenizer-metadata targets (HANZO_FUZZ_SECONDS per target,
@@ -23,6 +24,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p candle-engine -- -D warnings
 
 scripts/fetch-models.sh
+# The server tests (crates/hanzo-candle/tests/serve_openai.rs) drive a real
+# server with the official OpenAI client, from this venv.
+openai_venv="$HOME/.cache/hanzo-candle/openai-venv"
+if ! "$openai_venv/bin/python" -c "import openai" >/dev/null 2>&1; then
+    python3 -m venv "$openai_venv"
+    "$openai_venv/bin/python" -m pip install -q "openai==3.60.0"
+fi
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # Only the kernel and block-format tests: the others need files, processes or

@@ -56,6 +56,11 @@ pub enum Error {
     #[error("internal error (a bug in hanzo-candle; please report it): {0}")]
     Internal(String),
 
+    /// A forward step failed for every request in it; the message is the
+    /// step's error.
+    #[error("{0}")]
+    StepFailed(String),
+
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -18,6 +18,7 @@ pub mod model;
 mod quantized_llama;
 mod rows;
 pub mod sampling;
+pub mod scheduler;
 mod spm;
 pub mod tokenizer;
 pub mod weights;

@@ -308,3 +308,168 @@ fn a_loaded_model_can_be_shared_between_threads() {
     fn sendable<T: Send>() {}
     sendable::<KvCache>();
 }
+
+#[test]
+fn requests_joining_and_leaving_a_running_batch_get_the_greedy_tokens_they_get_alone() {
+    use candle_engine::generate::{generate, Generation, GenerationParams};
+    use candle_engine::scheduler::{Scheduler, SchedulerOptions, StepEvent};
+    use std::collections::HashMap;
+    for backend in BACKENDS {
+        let (decoder, tokens, _) = load_on(backend());
+        let tokenizer = tiny_tokenizer();
+        let params = |max_tokens| GenerationParams {
+            max_tokens,
+            ..Default::default()
+        };
+        let alone = |prompt: &[u32], max_tokens| {
+            let mut cache = cache_with_step(&decoder, 1, 4);
+            generate(
+                &decoder,
+                &tokenizer,
+                &mut cache,
+                &[prompt.to_vec()],
+                &params(max_tokens),
+                &mut |_| {},
+            )
+            .unwrap()
+            .remove(0)
+        };
+        let (a, b, c) = (tokens[..3].to_vec(), tokens[4..11].to_vec(), vec![42]);
+
+        // Two slots and a 4-token step: B's 7-token prompt is prefilled in
+        // chunks beside A's decode tokens, C waits for a slot until A is
+        // cancelled.
+        let mut cache = cache_with_step(&decoder, 2, 4);
+        let options = SchedulerOptions { step_tokens: 4 };
+        let mut scheduler = Scheduler::new(&decoder, &tokenizer, &mut cache, options).unwrap();
+        let mut done: HashMap<u64, Generation> = HashMap::new();
+        let mut collect = |events: Vec<StepEvent>| {
+            for event in events {
+                match event {
+                    StepEvent::Finished { id, generation } => {
+                        done.insert(id, generation);
+                    }
+                    StepEvent::Failed { error, .. } => panic!("{error}"),
+                    _ => {}
+                }
+            }
+        };
+        let id_a = scheduler.add(a.clone(), params(20)).unwrap();
+        collect(scheduler.step());
+        collect(scheduler.step());
+        let id_b = scheduler.add(b.clone(), params(6)).unwrap();
+        let id_c = scheduler.add(c.clone(), params(8)).unwrap();
+        collect(scheduler.step());
+        assert_eq!((scheduler.running(), scheduler.waiting()), (2, 1));
+        assert!(scheduler.cancel(id_a));
+        assert!(!scheduler.cancel(id_a));
+        assert_eq!((scheduler.running(), scheduler.waiting()), (1, 1));
+        while !scheduler.is_idle() {
+            collect(scheduler.step());
+        }
+        assert!(!done.contains_key(&id_a));
+        assert_eq!(done[&id_b].tokens, alone(&b, 6).tokens);
+        assert_eq!(done[&id_c].tokens, alone(&c, 8).tokens);
+        assert_eq!(done[&id_b].tokens.len(), 6);
+    }
+}
+
+#[test]
+fn scheduler_requests_that_cannot_run_are_refused_naming_why() {
+    use candle_engine::generate::GenerationParams;
+    use candle_engine::scheduler::{Scheduler, SchedulerOptions};
+    let (decoder, _, _) = load();
+    let tokenizer = tiny_tokenizer();
+    let mut cache = cache_with_step(&decoder, 2, 4);
+    let err = Scheduler::new(
+        &decoder,
+        &tokenizer,
+        &mut cache,
+        SchedulerOptions { step_tokens: 1 },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("2 slots"), "{err}");
+    let mut scheduler = Scheduler::new(
+        &decoder,
+        &tokenizer,
+        &mut cache,
+        SchedulerOptions { step_tokens: 4 },
+    )
+    .unwrap();
+    let params = GenerationParams::default();
+    let err = |r: candle_engine::Result<u64>| r.err().unwrap().to_string();
+    assert!(err(scheduler.add(vec![], params.clone())).contains("empty"));
+    assert!(err(scheduler.add(vec![1_000_000], params.clone())).contains("vocabulary"));
+    let long = GenerationParams {
+        max_tokens: 60,
+        ..GenerationParams::default()
+    };
+    // 10 prompt tokens + 60 - 1 cached generated tokens > 64 positions.
+    assert!(matches!(
+        scheduler.add(vec![1; 10], long),
+        Err(Error::ContextExceeded {
+            needed: 69,
+            max_context: 64
+        })
+    ));
+    let mut bad = GenerationParams {
+        max_tokens: 4,
+        ..params
+    };
+    bad.sampling.temperature = -1.0;
+    assert!(err(scheduler.add(vec![1], bad)).contains("temperature"));
+    assert!(scheduler.is_idle());
+}
+
+#[test]
+fn a_request_continuing_a_finished_one_reuses_its_prefix_and_gets_the_same_tokens() {
+    use candle_engine::generate::{generate, Generation, GenerationParams};
+    use candle_engine::scheduler::{Scheduler, SchedulerOptions, StepEvent};
+    for backend in BACKENDS {
+        let (decoder, tokens, _) = load_on(backend());
+        let tokenizer = tiny_tokenizer();
+        let params = GenerationParams {
+            max_tokens: 5,
+            ..Default::default()
+        };
+        let mut cache = cache_with_step(&decoder, 2, 4);
+        let options = SchedulerOptions { step_tokens: 4 };
+        let mut scheduler = Scheduler::new(&decoder, &tokenizer, &mut cache, options).unwrap();
+        let mut run = |prompt: Vec<u32>| -> Generation {
+            scheduler.add(prompt, params.clone()).unwrap();
+            let mut result = None;
+            while !scheduler.is_idle() {
+                for event in scheduler.step() {
+                    if let StepEvent::Finished { generation, .. } = event {
+                        result = Some(generation);
+                    }
+                }
+            }
+            result.unwrap()
+        };
+        let first = run(tokens[..6].to_vec());
+        assert_eq!(first.cached_tokens, 0);
+        // The next turn: the first prompt, its output, and more tokens.
+        let mut next = tokens[..6].to_vec();
+        next.extend(&first.tokens);
+        next.extend(&tokens[6..9]);
+        let second = run(next.clone());
+        // The last generated token was sampled but never run, so the cache
+        // holds the prompt and all but the last output token.
+        assert_eq!(second.cached_tokens, 6 + first.tokens.len() - 1);
+        let mut fresh = cache_with_step(&decoder, 1, 4);
+        let alone = generate(
+            &decoder,
+            &tokenizer,
+            &mut fresh,
+            &[next],
+            &params,
+            &mut |_| {},
+        );
+        let alone = alone.unwrap().remove(0);
+        assert_eq!(alone.cached_tokens, 0);
+        assert_eq!(second.tokens, alone.tokens);
+    }
+}

@@ -18,13 +18,13 @@
 //! `first = min(100, vocab / 2)`: fixed ids away from the special tokens at
 //! the start of most vocabularies, identical across engines.
 
-use crate::models;
 use crate::threads::ThreadsArg;
 use anyhow::Context;
-use candle_engine::kv_cache::{CacheOptions, KvPrecision};
+use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::Batch;
 use candle_quant::gguf::GgufFile;
+use candle_serve::models;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

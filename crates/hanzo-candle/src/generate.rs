@@ -1,6 +1,5 @@
 //! `hanzo-candle generate` and `hanzo-candle chat`.
 
-use crate::models;
 use crate::threads::ThreadsArg;
 use anyhow::Context;
 use candle_engine::chat::Message;
@@ -9,6 +8,7 @@ use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::sampling::SamplingParams;
 use candle_engine::Backend;
+use candle_serve::models;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -21,17 +21,17 @@ pub struct ModelArgs {
     /// SmolLM2-135M-Instruct Q4_1, fetched on first use into
     /// $HANZO_CANDLE_MODELS (default ~/.cache/hanzo-candle/models).
     #[arg(short, long)]
-    model: Option<String>,
+    pub model: Option<String>,
     /// Context size in tokens (default: the model's, at most 4096).
     #[arg(short, long, visible_alias = "ctx-size")]
-    ctx: Option<usize>,
+    pub ctx: Option<usize>,
     #[command(flatten)]
-    threads: ThreadsArg,
+    pub threads: ThreadsArg,
     /// Device to run on: cpu (our quantized kernels), or cuda:N / metal:N
     /// (candle ops and upstream QMatMul on that GPU; needs a build with
     /// `--features cuda` or `--features metal`).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub device: String,
     /// Element type of the KV cache: f16 (half the memory, llama.cpp's
     /// default rounding) or f32 (exact).
     #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
@@ -45,15 +45,18 @@ pub enum KvCacheType {
 }
 
 impl ModelArgs {
-    /// A one-sequence cache for `model` in the requested precision.
-    fn new_cache(&self, model: &Model) -> anyhow::Result<KvCache> {
-        let precision = match self.kv_cache {
+    pub fn precision(&self) -> KvPrecision {
+        match self.kv_cache {
             KvCacheType::F16 => KvPrecision::F16,
             KvCacheType::F32 => KvPrecision::F32,
-        };
+        }
+    }
+
+    /// A one-sequence cache for `model` in the requested precision.
+    fn new_cache(&self, model: &Model) -> anyhow::Result<KvCache> {
         Ok(model.decoder.new_cache(CacheOptions {
             max_step_tokens: PREFILL_CHUNK,
-            precision,
+            precision: self.precision(),
             ..CacheOptions::default()
         })?)
     }

@@ -5,9 +5,9 @@ mod csv;
 mod demo;
 mod generate;
 mod inspect;
-mod models;
 mod quantize;
 mod sample;
+mod serve;
 mod threads;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +31,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Chat interactively with a model using its chat template.
     Chat(generate::ChatArgs),
+    /// Serve the model over HTTP with the OpenAI API (chat and text
+    /// completions, streaming or not), batching concurrent requests.
+    Serve(serve::ServeArgs),
     /// Print a GGUF file's metadata and tensor table (validating it first).
     Inspect(inspect::InspectArgs),
     /// Quantize a Hugging Face safetensors directory to a GGUF file
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate::run_generate(&args),
         Command::Chat(args) => generate::run_chat(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::Sample(args) => sample::run(&args),

@@ -253,8 +253,8 @@ fn options(command: &str) -> Vec<(Option<char>, String)> {
 
 #[test]
 fn every_flag_means_the_same_in_every_command() {
-    const COMMANDS: [&str; 7] = [
-        "generate", "chat", "inspect", "quantize", "sample", "demo", "bench",
+    const COMMANDS: [&str; 8] = [
+        "generate", "chat", "serve", "inspect", "quantize", "sample", "demo", "bench",
     ];
     let mut long_of_short: BTreeMap<char, (String, &str)> = BTreeMap::new();
     let mut short_of_long: BTreeMap<String, (Option<char>, &str)> = BTreeMap::new();

@@ -178,6 +178,14 @@ impl KvCache {
         self.ring.clear(slot);
     }
 
+    /// Keeps the first `len` positions of `slot` and forgets the rest, so
+    /// that a new sequence sharing that prefix continues from it. Fails,
+    /// changing nothing, when a sliding-window layer has already overwritten
+    /// an entry the continuation would attend to.
+    pub fn truncate(&mut self, slot: usize, len: usize) -> Result<()> {
+        self.ring.truncate(slot, len)
+    }
+
     /// Records the positions a step wrote (into every layer) as held by
     /// their sequences.
     pub(crate) fn record_step(&mut self, slots: &[usize], positions: &[usize]) {

@@ -125,6 +125,40 @@ impl Ring {
         }
     }
 
+    /// Keeps the first `len` positions of `slot` and forgets the rest, so
+    /// that a new sequence sharing that prefix continues from it. Fails,
+    /// changing nothing, when a sliding-window layer has already overwritten
+    /// an entry the continuation would attend to.
+    pub(crate) fn truncate(&mut self, slot: usize, len: usize) -> Result<()> {
+        if len > self.lengths[slot] {
+            return Err(Error::InvalidBatch(format!(
+                "slot {slot} holds {} positions, cannot keep {len}",
+                self.lengths[slot]
+            )));
+        }
+        for layer in &self.layers {
+            let c = layer.capacity;
+            let ring = &layer.positions[slot * c..(slot + 1) * c];
+            // The query at `len` sees the last `window` positions.
+            let oldest = layer.window.map_or(0, |w| (len + 1).saturating_sub(w));
+            if let Some(lost) = (oldest..len).find(|&p| ring[p % c] != p as u32) {
+                return Err(Error::InvalidBatch(format!(
+                    "slot {slot}: a sliding-window layer no longer holds position {lost}"
+                )));
+            }
+        }
+        for layer in &mut self.layers {
+            let c = layer.capacity;
+            for entry in &mut layer.positions[slot * c..(slot + 1) * c] {
+                if *entry != EMPTY && *entry as usize >= len {
+                    *entry = EMPTY;
+                }
+            }
+        }
+        self.lengths[slot] = len;
+        Ok(())
+    }
+
     /// Records that a step wrote `position` of `slot` into every layer.
     pub(crate) fn extend_len(&mut self, slot: usize, position: usize) {
         self.lengths[slot] = self.lengths[slot].max(position + 1);
@@ -246,5 +280,27 @@ mod tests {
         // Index 0: 10, 1: 11, 2: 7, 3: 8, 4: 9.
         assert_eq!(keep(&mask[..5]), [true, false, false, true, true]);
         assert_eq!(keep(&mask[5..]), [true, true, false, false, true]);
+    }
+
+    #[test]
+    fn truncate_keeps_a_prefix_unless_a_window_ring_overwrote_it() {
+        // Window 4 with 2-token steps: a ring of 6 entries per slot.
+        let mut ring = Ring::new(&[None, Some(4)], 1, 16, 2).unwrap();
+        for position in 0..10 {
+            for layer in 0..2 {
+                ring.store(layer, 0, position);
+            }
+            ring.extend_len(0, position);
+        }
+        // Positions 6..10 overwrote ring entries 0..4 (positions 0..4): a
+        // query at 4 would need positions 1..4 of the window.
+        let err = ring.truncate(0, 4).unwrap_err().to_string();
+        assert!(err.contains("no longer holds position 1"), "{err}");
+        assert_eq!(ring.len(0), 10);
+        // A query at 8 needs positions 5..8, all still in the ring.
+        ring.truncate(0, 8).unwrap();
+        assert_eq!(ring.len(0), 8);
+        assert!(ring.truncate(0, 9).is_err());
+        assert_eq!(ring.layers[1].positions, [6, 7, EMPTY, EMPTY, 4, 5]);
     }
 }

@@ -1,0 +1,164 @@
+//! `hanzo-candle serve` as a real process with SmolLM2, driven by the
+//! official `openai` Python client (scripts/openai_client_test.py): both
+//! endpoints streaming and not, parameters, stop strings, concurrent requests
+//! against their outputs alone, errors, overload and disconnects. Then
+//! SIGTERM ends the server with status 0.
+//!
+//! The Python interpreter is `$HANZO_OPENAI_PYTHON`, else the venv
+//! scripts/test.sh makes (`~/.cache/hanzo-candle/openai-venv`), else
+//! `python3`; it needs `pip install openai`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const MODEL_ID: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+fn models_dir() -> PathBuf {
+    std::env::var_os("HANZO_CANDLE_MODELS").map_or_else(
+        || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/hanzo-candle/models"),
+        PathBuf::from,
+    )
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HANZO_OPENAI_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(std::env::var("HOME").unwrap())
+        .join(".cache/hanzo-candle/openai-venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Status line and body of a plain GET.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+fn start(args: &[&str]) -> Server {
+    let model = models_dir().join(MODEL_FILE);
+    assert!(
+        model.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        model.display()
+    );
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_hanzo-candle"))
+        .arg("serve")
+        .arg("-m")
+        .arg(&model)
+        .args(["--port", &port.to_string(), "-t", "2"])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, port };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match get(port, "/health") {
+            Some((200, body)) => {
+                assert!(body.contains("ok"), "{body}");
+                return server;
+            }
+            // 503 while the model loads, or not listening yet.
+            Some((503, body)) => assert!(body.contains("loading"), "{body}"),
+            Some((status, body)) => panic!("/health answered {status}: {body}"),
+            None => {}
+        }
+        assert!(Instant::now() < deadline, "the server did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_client(mode: &str, server: &Server, key: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openai_client_test.py");
+    let python = python();
+    let output = Command::new(&python)
+        .arg(&script)
+        .args([
+            mode,
+            &format!("http://127.0.0.1:{}", server.port),
+            MODEL_ID,
+            key,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim_end().ends_with("ok"),
+        "{mode} client checks failed ({}; needs `pip install openai`, see .ci/run):\n{stdout}\n{stderr}",
+        python.display()
+    );
+}
+
+#[test]
+fn the_openai_client_gets_what_the_api_promises() {
+    let server = start(&["--slots", "8", "--api-key", "test-key"]);
+    run_client("main", &server, "test-key");
+    // Still healthy after every error case.
+    assert_eq!(get(server.port, "/health").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn overload_is_429_and_disconnected_or_timed_out_requests_free_their_slot() {
+    let server = start(&["--slots", "1", "--queue", "1", "--timeout", "5"]);
+    run_client("small", &server, "unused");
+    assert_eq!(get(server.port, "/health").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn sigterm_stops_the_server_with_status_0() {
+    let mut server = start(&["--slots", "1"]);
+    // SAFETY: kill(2) on our own child's pid.
+    let sent = unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,288 @@
+"""Drives a running `hanzo-candle serve` with the official `openai` client.
+
+    python scripts/openai_client_test.py main  BASE_URL MODEL API_KEY
+    python scripts/openai_client_test.py small BASE_URL MODEL API_KEY
+
+`main` expects a server with several slots and the API key API_KEY;
+`small` one started with `--slots 1 --queue 1 --timeout 5` (overload,
+disconnects and timeouts).
+Run by crates/hanzo-candle/tests/serve_openai.rs, which starts the servers.
+Every check raises on failure; the last line printed is "ok".
+"""
+
+import json
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+
+mode, base_url, model, api_key = sys.argv[1:5]
+client = openai.OpenAI(base_url=base_url + "/v1", api_key=api_key, max_retries=0, timeout=300)
+
+# The greedy continuation of this prompt is " Paris.\n\nThe United States has"
+# (crates/candle-engine/tests/real_model.rs checks the tokens against
+# llama.cpp), so the stop string ".\n\nThe" spans several tokens.
+FRANCE = "The capital of France is"
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def expect_error(status, param, call):
+    try:
+        call()
+    except openai.APIStatusError as e:
+        check(e.status_code == status, f"expected {status}, got {e.status_code}: {e}")
+        body = e.body if isinstance(e.body, dict) else {}
+        if param is not None:
+            check(body.get("param") == param, f"expected param {param!r}: {e.body}")
+        check(bool(body.get("message")), f"no message: {e.body}")
+        return e
+    raise AssertionError(f"expected HTTP {status} for param {param!r}, got success")
+
+
+def chat(content, stream=False, **kw):
+    messages = [{"role": "user", "content": content}]
+    if not stream:
+        r = client.chat.completions.create(model=model, messages=messages, **kw)
+        return r.choices[0].message.content, r.choices[0].finish_reason, r.usage
+    text, finish, usage, roles = [], None, None, []
+    for chunk in client.chat.completions.create(model=model, messages=messages, stream=True, **kw):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            if c.delta.role:
+                roles.append(c.delta.role)
+            if c.delta.content:
+                text.append(c.delta.content)
+            if c.finish_reason:
+                finish = c.finish_reason
+    check(roles == ["assistant"], f"roles {roles}")
+    return "".join(text), finish, usage
+
+
+def complete(prompt, stream=False, **kw):
+    if not stream:
+        r = client.completions.create(model=model, prompt=prompt, **kw)
+        return r.choices[0].text, r.choices[0].finish_reason, r.usage
+    pieces, finish, usage = [], None, None
+    for chunk in client.completions.create(model=model, prompt=prompt, stream=True, **kw):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            pieces.append(c.text)
+            if c.finish_reason:
+                finish = c.finish_reason
+    return pieces, finish, usage
+
+
+def raw(method, path, body=None, headers=None):
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        request.add_header(k, v)
+    try:
+        with urllib.request.urlopen(request, timeout=300) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_models_and_health():
+    check([m.id for m in client.models.list().data] == [model], "models list")
+    status, _, body = raw("GET", "/health")
+    check(status == 200 and json.loads(body)["status"] == "ok", f"health {status} {body}")
+
+
+def test_streaming_equals_non_streaming():
+    greedy = dict(max_tokens=24, temperature=0)
+    text, finish, usage = chat("What is the capital of France?", **greedy)
+    s_text, s_finish, s_usage = chat(
+        "What is the capital of France?", stream=True, stream_options={"include_usage": True}, **greedy
+    )
+    check(text == s_text and text, f"chat: {text!r} vs streamed {s_text!r}")
+    check(finish == s_finish and finish in ("stop", "length"), f"finish {finish} {s_finish}")
+    check(usage.prompt_tokens == s_usage.prompt_tokens > 0, f"usage {usage} {s_usage}")
+    check(usage.completion_tokens == s_usage.completion_tokens <= 24, f"usage {usage} {s_usage}")
+    check(usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, f"usage {usage}")
+    c_text, c_finish, c_usage = complete(FRANCE, max_tokens=8, temperature=0)
+    pieces, s_finish, s_usage = complete(
+        FRANCE, stream=True, max_tokens=8, temperature=0, stream_options={"include_usage": True}
+    )
+    check(c_text == "".join(pieces), f"completion: {c_text!r} vs streamed {pieces}")
+    check(c_text.startswith(" Paris.\n\nThe"), f"greedy text {c_text!r}")
+    check(c_finish == s_finish == "length" and c_usage.completion_tokens == 8, f"{c_finish} {c_usage}")
+    check(s_usage is not None and s_usage.completion_tokens == 8, f"stream usage {s_usage}")
+    # Content as text parts is the same prompt as the string.
+    parts = [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}]
+    check(chat(parts, **greedy)[0] == text, "text parts")
+    # max_completion_tokens is max_tokens' newer name.
+    r = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hi"}], max_completion_tokens=3, temperature=0
+    )
+    check(r.usage.completion_tokens <= 3, f"max_completion_tokens {r.usage}")
+
+
+def test_stop_strings_never_leak():
+    stop = ["Paris!", ".\n\nThe"]
+    text, finish, _ = complete(FRANCE, max_tokens=16, temperature=0, stop=stop)
+    check(text == " Paris" and finish == "stop", f"stop: {text!r} {finish}")
+    pieces, finish, _ = complete(FRANCE, stream=True, max_tokens=16, temperature=0, stop=stop)
+    check("".join(pieces) == " Paris" and finish == "stop", f"streamed stop: {pieces} {finish}")
+
+
+def test_concurrent_requests_give_the_outputs_they_give_alone():
+    prompts = [
+        ("Once upon a time", 20),
+        ("The capital of France is", 9),
+        ("def fibonacci(n):", 28),
+        ("List three colors:", 14),
+        ("In 1492, Columbus", 24),
+        ("Water boils at", 6),
+        ("The quick brown fox", 17),
+        ("My favourite food is", 11),
+    ]
+    # top_k and min_p are not in the client's signature; they travel in the body.
+    seeded = dict(temperature=0.9, top_p=0.95, seed=1234, extra_body={"top_k": 40, "min_p": 0.05})
+    alone = [complete(p, max_tokens=n, temperature=0)[0] for p, n in prompts]
+    alone_seeded = complete("Tell me a story:", max_tokens=16, **seeded)[0]
+    results = [None] * len(prompts)
+    seeded_result = []
+
+    def run(i):
+        # Different lengths and start times: requests join and leave the
+        # running batch at different steps.
+        time.sleep(0.05 * i)
+        p, n = prompts[i]
+        if i % 2:
+            results[i] = "".join(complete(p, stream=True, max_tokens=n, temperature=0)[0])
+        else:
+            results[i] = complete(p, max_tokens=n, temperature=0)[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    threads.append(
+        threading.Thread(target=lambda: seeded_result.append(complete("Tell me a story:", max_tokens=16, **seeded)[0]))
+    )
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (p, _), a, b in zip(prompts, alone, results):
+        check(a == b, f"{p!r}: alone {a!r}, under load {b!r}")
+    check(seeded_result == [alone_seeded], f"seeded: {alone_seeded!r} vs {seeded_result}")
+    # n choices: each its own seed (seed + index), so they are reproducible.
+    r1 = client.completions.create(model=model, prompt="Tell me a story:", max_tokens=8, n=2, **seeded)
+    r2 = client.completions.create(model=model, prompt="Tell me a story:", max_tokens=8, n=2, **seeded)
+    check([c.index for c in r1.choices] == [0, 1], "n=2 indices")
+    check([c.text for c in r1.choices] == [c.text for c in r2.choices], "n=2 reproducible")
+
+
+def test_the_next_turn_reuses_the_cached_prefix():
+    """The engine's tests check that reuse leaves the output unchanged
+    (crates/candle-engine/tests/decoder.rs); here, that the server reports it."""
+    turn = [{"role": "user", "content": "Name a fruit."}]
+    r1 = client.chat.completions.create(model=model, messages=turn, max_tokens=12, temperature=0)
+    turn += [
+        {"role": "assistant", "content": r1.choices[0].message.content},
+        {"role": "user", "content": "And a vegetable?"},
+    ]
+    r2 = client.chat.completions.create(model=model, messages=turn, max_tokens=12, temperature=0)
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    check(r1.usage.prompt_tokens <= cached < r2.usage.prompt_tokens, f"cached {cached}: {r1.usage} {r2.usage}")
+
+
+def test_errors_name_the_field():
+    msgs = [{"role": "user", "content": "Hi"}]
+    create = client.chat.completions.create
+    e = expect_error(404, "model", lambda: create(model="no-such-model", messages=msgs))
+    check(e.body.get("code") == "model_not_found", f"{e.body}")
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    expect_error(400, "tools", lambda: create(model=model, messages=msgs, tools=[tool]))
+    expect_error(400, "response_format", lambda: create(model=model, messages=msgs, response_format={"type": "json_object"}))
+    expect_error(400, "logprobs", lambda: create(model=model, messages=msgs, logprobs=True))
+    expect_error(400, "presence_penalty", lambda: create(model=model, messages=msgs, presence_penalty=0.5))
+    expect_error(400, "temperature", lambda: create(model=model, messages=msgs, temperature=5))
+    expect_error(400, "top_p", lambda: create(model=model, messages=msgs, top_p=0))
+    expect_error(400, "max_tokens", lambda: create(model=model, messages=msgs, max_tokens=10**6))
+    expect_error(400, "n", lambda: create(model=model, messages=msgs, n=0))
+    expect_error(400, "messages", lambda: create(model=model, messages=[]))
+    expect_error(400, "messages[0].role", lambda: create(model=model, messages=[{"role": "tool", "content": "x"}]))
+    image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
+    expect_error(400, "messages[0].content[0].type", lambda: create(model=model, messages=[{"role": "user", "content": image}]))
+    expect_error(400, "stop", lambda: create(model=model, messages=msgs, stop=["a", "b", "c", "d", "e"]))
+    expect_error(400, "frobnicate", lambda: create(model=model, messages=msgs, extra_body={"frobnicate": 1}))
+    expect_error(400, "prompt", lambda: client.completions.create(model=model, prompt=[1, 2, 3]))
+    auth = {"Authorization": "Bearer " + api_key}
+    status, _, body = raw("POST", "/v1/chat/completions", b"{not json", auth)
+    check(status == 400 and "JSON" in json.loads(body)["error"]["message"], f"malformed JSON: {status} {body}")
+    status, _, body = raw("POST", "/v1/completions", {"prompt": "x"}, auth)
+    check(status == 400 and json.loads(body)["error"]["param"] == "model", f"missing model: {status} {body}")
+    # Without the key: 401 on /v1, /health stays open.
+    bad = openai.OpenAI(base_url=base_url + "/v1", api_key="wrong", max_retries=0)
+    expect_error(401, None, lambda: bad.models.list())
+    check(raw("GET", "/health")[0] == 200, "health without a key")
+
+
+def test_overload_and_disconnect():
+    """One slot, a queue of one: a third request gets 429; a client that
+    goes away frees its slot, so the next request runs."""
+    long = dict(model=model, prompt="Once upon a time", max_tokens=400, temperature=0)
+    first = client.completions.create(stream=True, **long)
+    next(iter(first))  # running: holds the only slot
+    second = client.completions.create(stream=True, **long)  # queued
+    status, headers, body = raw("POST", "/v1/completions", dict(long, stream=False))
+    check(status == 429, f"expected 429, got {status} {body}")
+    check(headers.get("retry-after") == "1", f"Retry-After: {headers}")
+    check(json.loads(body)["error"]["type"] == "rate_limit_error", f"{body}")
+    # Both clients disconnect; their sequences are cancelled.
+    first.close()
+    second.close()
+    # The server notices within a step; until then it may still be full.
+    for _ in range(100):
+        status, _, body = raw("POST", "/v1/completions", dict(long, max_tokens=4))
+        if status != 429:
+            break
+        time.sleep(0.1)
+    check(status == 200, f"after disconnect: {status} {body}")
+    choice = json.loads(body)["choices"][0]
+    check(choice["finish_reason"] == "length", f"{body}")
+    text, finish, _ = complete(FRANCE, max_tokens=4, temperature=0)
+    check(text == " Paris.\n\n" and finish == "length", f"after disconnect: {text!r} {finish}")
+
+
+def test_timeout():
+    """The server runs with --timeout 5: a request that cannot finish in
+    time is cancelled with 504, streaming or not, and the slot is freed."""
+    long = dict(model=model, prompt="Once upon a time", max_tokens=4000, temperature=0)
+    status, _, body = raw("POST", "/v1/completions", long)
+    check(status == 504 and json.loads(body)["error"]["type"] == "timeout_error", f"{status} {body}")
+    errors = []
+    try:
+        for _ in client.completions.create(stream=True, **long):
+            pass
+    except openai.APIError as e:
+        errors.append(e)
+    check(errors and "timeout" in str(errors[0]), f"streamed: {errors}")
+    text, finish, _ = complete(FRANCE, max_tokens=4, temperature=0)
+    check(text == " Paris.\n\n" and finish == "length", f"after timeouts: {text!r} {finish}")
+
+
+if mode == "main":
+    test_models_and_health()
+    test_streaming_equals_non_streaming()
+    test_stop_strings_never_leak()
+    test_concurrent_requests_give_the_outputs_they_give_alone()
+    test_the_next_turn_reuses_the_cached_prefix()
+    test_errors_name_the_field()
+elif mode == "small":
+    test_overload_and_disconnect()
+    test_timeout()
+else:
+    raise SystemExit(f"unknown mode {mode}")
+print("ok")
