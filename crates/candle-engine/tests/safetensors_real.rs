@@ -478,15 +478,7 @@ fn q4_k_m_quantized_dir_follows_the_mixture_loads_and_generates() {
         .tokenizer
         .encode("The capital of France is", false)
         .unwrap();
-    let mut cache = model
-        .decoder
-        .new_cache(CacheOptions {
-            slots: 1,
-            max_context: Some(64),
-            max_step_tokens: 64,
-            precision: KvPrecision::F32,
-        })
-        .unwrap();
+    let mut cache = f32_cache(&model);
     let params = GenerationParams {
         max_tokens: 8,
         ..GenerationParams::default()
