@@ -50,6 +50,9 @@ pub enum Error {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
 
+    #[error("perplexity: {0}")]
+    Perplexity(String),
+
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -6,6 +6,7 @@ mod demo;
 mod generate;
 mod inspect;
 mod models;
+mod perplexity;
 mod quantize;
 mod sample;
 mod threads;
@@ -44,6 +45,9 @@ enum Command {
     /// Time loading, time to first token, prefill and decode, and compare
     /// decode with the memory-bandwidth limit.
     Bench(bench::BenchArgs),
+    /// Measure a model's perplexity over a text (llama.cpp's method), and
+    /// its KL-divergence from a saved base run, e.g. the exact reference.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sample(args) => sample::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Perplexity(args) => perplexity::run(&args),
     }
 }
