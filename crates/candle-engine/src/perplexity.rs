@@ -432,7 +432,11 @@ impl KldStats {
                 .iter()
                 .map(|&f| (f, percentile(&klds, f)))
                 .collect(),
-            p_diff: estimate(mean_and_uncertainty(self.sum_p_diff, self.sum_p_diff2, count)),
+            p_diff: estimate(mean_and_uncertainty(
+                self.sum_p_diff,
+                self.sum_p_diff2,
+                count,
+            )),
             p_diff_percentiles: P_DIFF_PERCENTILES
                 .iter()
                 .map(|&f| (f, percentile(&p_diffs, f)))
@@ -484,7 +488,12 @@ impl SavedLogits {
     pub fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let mut bytes = Vec::with_capacity(28 + 4 * self.tokens.len());
         bytes.extend_from_slice(MAGIC);
-        for v in [VERSION, self.ctx as u32, self.vocab as u32, self.chunks() as u32] {
+        for v in [
+            VERSION,
+            self.ctx as u32,
+            self.vocab as u32,
+            self.chunks() as u32,
+        ] {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         bytes.extend_from_slice(&(self.top_k as u32).to_le_bytes());
@@ -570,8 +579,12 @@ impl SavedLogits {
         let mut positions = Vec::with_capacity(n_positions.min(1 << 16));
         for index in 0..n_positions {
             let bytes = read_exactly(record_bytes, &format!("position record {index}"))?;
-            let f = |at: usize| f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-            let u = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+            let f = |at: usize| {
+                f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+            };
+            let u = |at: usize| {
+                u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+            };
             let top: Vec<(u32, f32)> = (0..top_k).map(|j| (u(8 + 8 * j), f(12 + 8 * j))).collect();
             if let Some(&(bad, _)) = top.iter().find(|(id, _)| *id as usize >= vocab) {
                 return Err(format_error(format!(
@@ -586,7 +599,9 @@ impl SavedLogits {
         }
         let mut extra = [0u8; 1];
         if input.read(&mut extra).map_err(|e| format_error(e))? != 0 {
-            return Err(format_error("trailing bytes after the last position record"));
+            return Err(format_error(
+                "trailing bytes after the last position record",
+            ));
         }
         Ok(Self {
             ctx,
@@ -781,7 +796,9 @@ impl<'a> LlamaCppLogits<'a> {
             .read_exact(&mut magic)
             .map_err(|e| error(format!("reading the header: {e}")))?;
         if &magic != b"_logits_" {
-            return Err(error("not a file saved by llama-perplexity (bad magic)".into()));
+            return Err(error(
+                "not a file saved by llama-perplexity (bad magic)".into(),
+            ));
         }
         let mut word = |what: &str| -> Result<u32> {
             let mut b = [0u8; 4];
@@ -878,9 +895,15 @@ impl ChunkScorer for LlamaCppLogits<'_> {
                     stored_mass += (*logit as f64).exp();
                 }
             }
+            // Rounding can make the stored mass reach 1; the floored tokens
+            // then get the floor itself, which bounds them from above.
             let missing = 1.0 - stored_mass;
-            if floored > 0 && missing > 0.0 {
-                let each = (missing / floored as f64).ln() as f32;
+            if floored > 0 {
+                let each = if missing > 0.0 {
+                    ((missing / floored as f64).ln() as f32).min(floor)
+                } else {
+                    floor
+                };
                 logits
                     .iter_mut()
                     .filter(|l| l.is_infinite())

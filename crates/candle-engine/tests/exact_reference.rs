@@ -49,26 +49,17 @@ fn model_path(file: &str) -> PathBuf {
 
 #[test]
 fn smollm2_exact_reference_matches_transformers_within_1e_4() {
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/smollm2/transformers.json");
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2/transformers.json");
     let reference: Reference =
         serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    let mut model = Model::load(
-        &model_path("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        Some(64),
-    )
-    .unwrap();
+    let mut model = Model::load(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), Some(64)).unwrap();
     model.decoder = model.decoder.into_exact().unwrap();
     let (mut worst, mut compared) = (0f64, 0usize);
     for prompt in &reference.prompts {
-        let mut cache = KvCache::with_precision(
-            &model.decoder.cache_geometry(),
-            1,
-            64,
-            64,
-            KvPrecision::F32,
-        )
-        .unwrap();
+        let mut cache =
+            KvCache::with_precision(&model.decoder.cache_geometry(), 1, 64, 64, KvPrecision::F32)
+                .unwrap();
         let rows = model
             .decoder
             .forward(&Batch::single(0, 0, &prompt.ids), &mut cache)
@@ -89,7 +80,9 @@ fn smollm2_exact_reference_matches_transformers_within_1e_4() {
             check(last, k * prompt.last_row_stride, want);
         }
     }
-    eprintln!("exact reference vs transformers: max |logit diff| {worst:.2e} over {compared} logits");
+    eprintln!(
+        "exact reference vs transformers: max |logit diff| {worst:.2e} over {compared} logits"
+    );
     // Same f32 weights and f32 arithmetic on both sides; only the order of
     // summation in matmuls, norms and softmax differs, which over 30 layers
     // moves logits of magnitude ~20 by a few 1e-6 relative. 1e-4 is far

@@ -140,7 +140,9 @@ fn sample_tokens(n: usize) -> Vec<u32> {
     let mut state = 12345u64;
     (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             1 + ((state >> 33) % 3) as u32
         })
         .collect()
@@ -237,7 +239,9 @@ fn a_shifted_copy_has_zero_divergence_even_with_a_truncated_top_k() {
 fn normals(n: usize, seed: u64) -> Vec<f64> {
     let mut state = seed;
     let mut uniform = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
     (0..n)
@@ -328,20 +332,47 @@ fn saved_logits_round_trip_and_bad_files_fail_cleanly() {
     // A base over other tokens, another vocabulary or context is refused.
     let mut other = tokens.clone();
     other[20] = if other[20] == 1 { 2 } else { 1 };
-    let message = evaluate(&other, &settings(16), &mut bigram(), false, Some(&saved), &mut |_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(message.contains("differ") && message.contains("token 20"), "{message}");
+    let message = evaluate(
+        &other,
+        &settings(16),
+        &mut bigram(),
+        false,
+        Some(&saved),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("differ") && message.contains("token 20"),
+        "{message}"
+    );
     let mut wider = bigram();
     wider.probs.iter_mut().for_each(|p| p.push(1e-9));
     wider.probs.push(vec![0.2; 5]);
     wider.perturbation.push(0.0);
-    let message = evaluate(&tokens, &settings(16), &mut wider, false, Some(&saved), &mut |_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(message.contains("vocabulary of 4") && message.contains("5"), "{message}");
-    let message = evaluate(&tokens, &settings(8), &mut bigram(), false, Some(&saved), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let message = evaluate(
+        &tokens,
+        &settings(16),
+        &mut wider,
+        false,
+        Some(&saved),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("vocabulary of 4") && message.contains("5"),
+        "{message}"
+    );
+    let message = evaluate(
+        &tokens,
+        &settings(8),
+        &mut bigram(),
+        false,
+        Some(&saved),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(message.contains("--ctx 16"), "{message}");
 }

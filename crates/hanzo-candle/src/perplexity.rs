@@ -204,8 +204,8 @@ fn measure(
     )?;
 
     if let (Some(path), Some(saved)) = (&args.save_logits, &evaluation.saved) {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let mut out = std::io::BufWriter::new(file);
         saved
             .write_to(&mut out)
@@ -243,7 +243,10 @@ fn print_kld(s: &KldSummary) {
         f => format!("{:4.1}%   {what}", 100.0 * f),
     };
     println!();
-    println!("====== Perplexity statistics ({} positions) ======", s.count);
+    println!(
+        "====== Perplexity statistics ({} positions) ======",
+        s.count
+    );
     println!("Mean PPL(Q)                   : {}", pm(s.ppl));
     println!("Mean PPL(base)                : {}", pm(s.ppl_base));
     println!(
