@@ -598,7 +598,7 @@ impl SavedLogits {
             });
         }
         let mut extra = [0u8; 1];
-        if input.read(&mut extra).map_err(|e| format_error(e))? != 0 {
+        if input.read(&mut extra).map_err(format_error)? != 0 {
             return Err(format_error(
                 "trailing bytes after the last position record",
             ));

@@ -31,8 +31,8 @@ impl ChunkScorer for Bigram {
         row: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
         assert_eq!(input[0], self.bos, "each chunk starts with BOS");
-        for position in first..input.len() - 1 {
-            let prev = input[position] as usize;
+        for (position, &prev) in input.iter().enumerate().take(input.len() - 1).skip(first) {
+            let prev = prev as usize;
             let logits: Vec<f32> = self.probs[prev]
                 .iter()
                 .zip(&self.perturbation)

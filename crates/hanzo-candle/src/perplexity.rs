@@ -239,7 +239,7 @@ fn print_kld(s: &KldSummary) {
     let label = |f: f64, what: &str| match f {
         f if f >= 1.0 => format!("Maximum {what}"),
         f if f <= 0.0 => format!("Minimum {what}"),
-        f if f == 0.5 => format!("Median  {what}"),
+        0.5 => format!("Median  {what}"),
         f => format!("{:4.1}%   {what}", 100.0 * f),
     };
     println!();
