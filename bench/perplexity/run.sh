@@ -32,7 +32,7 @@ for name in "${@:-smollm2 gemma3}"; do
         echo "== $name: llama.cpp, $kv KV cache, against the exact reference"
         "$LLAMA_BIN/llama-perplexity" -m "$model" -f $TEXT -c 512 -b 512 --chunks "$chunks" -t "$THREADS" \
             -ctk $kv -ctv $kv --kl-divergence-base "$WORK/$name.llama.bin" 2>&1 |
-            grep -E "^Final estimate|tokenizes to" || true
+            grep -E "Final estimate|tokenizes to" || true
         "$HC" perplexity --llamacpp-logits "$WORK/$name.llama.bin" --kl-divergence-base "$exact" | summary
         rm -f "$WORK/$name.llama.bin"
     done
