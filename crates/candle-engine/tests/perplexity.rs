@@ -376,3 +376,127 @@ fn saved_logits_round_trip_and_bad_files_fail_cleanly() {
     .to_string();
     assert!(message.contains("--ctx 16"), "{message}");
 }
+
+/// Writes rows in the layout of llama.cpp's `llama-perplexity` logits file
+/// (perplexity.cpp's `log_softmax` with `uint16_t * log_prob`): per row, the
+/// step and the floor as two f32, then each log-probability as u16 steps
+/// above a floor 16 below the top, 0 for tokens at or below the floor.
+fn llamacpp_file(ctx: usize, tokens: &[u32], rows: &[Vec<f64>]) -> Vec<u8> {
+    let vocab = rows[0].len();
+    let mut out = b"_logits_".to_vec();
+    for v in [ctx as u32, vocab as u32, (tokens.len() / ctx) as u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    tokens
+        .iter()
+        .for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
+    for row in rows {
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + row.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        let min = row
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .max(max - 16.0);
+        let scale = ((max - min) / 65535.0) as f32;
+        out.extend_from_slice(&scale.to_le_bytes());
+        out.extend_from_slice(&((min - lse) as f32).to_le_bytes());
+        for &l in row {
+            let q = if l > min {
+                ((l - min) / scale as f64).round() as u16
+            } else {
+                0
+            };
+            out.extend_from_slice(&q.to_le_bytes());
+        }
+        if vocab % 2 == 1 {
+            out.extend_from_slice(&[0, 0]);
+        }
+    }
+    out
+}
+
+#[test]
+fn llama_cpp_logits_replay_to_the_distributions_they_store() {
+    // 2 chunks of 8 tokens over a 1001-token vocabulary (odd: rows are
+    // padded), rows with a long tail below the 16-nat floor.
+    let (ctx, vocab) = (8, 1001);
+    let tokens: Vec<u32> = (0..16).map(|i| (i * 37 % vocab) as u32).collect();
+    let rows: Vec<Vec<f64>> = (0..2 * 3)
+        .map(|r| {
+            normals(vocab, 50 + r)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| 6.0 * v + if i == r as usize { 20.0 } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    // The base: the same rows, recorded exactly with every token.
+    struct Rows<'a>(&'a [Vec<f64>], usize);
+    impl ChunkScorer for Rows<'_> {
+        fn vocab_size(&self) -> usize {
+            self.0[0].len()
+        }
+        fn score(
+            &mut self,
+            input: &[u32],
+            first: usize,
+            row: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+        ) -> Result<()> {
+            for position in first..input.len() - 1 {
+                let logits: Vec<f32> = self.0[self.1].iter().map(|&v| v as f32).collect();
+                self.1 += 1;
+                row(position, &logits)?;
+            }
+            Ok(())
+        }
+    }
+    let settings = Settings {
+        ctx,
+        max_chunks: None,
+        bos: None,
+        top_k: vocab,
+    };
+    let base = run(&mut Rows(&rows, 0), &tokens, &settings, true, None)
+        .saved
+        .unwrap();
+    let bytes = llamacpp_file(ctx, &tokens, &rows);
+    let mut reader = bytes.as_slice();
+    let mut replay = candle_engine::perplexity::LlamaCppLogits::open(&mut reader).unwrap();
+    assert_eq!((replay.ctx, replay.vocab, replay.chunks), (8, vocab, 2));
+    assert_eq!(replay.tokens, tokens);
+    let result = run(&mut replay, &tokens, &settings, false, Some(&base));
+    let summary = result.kld.unwrap().summary().unwrap();
+    // Each stored log-probability is within half a step (16/65535/2) of the
+    // true one, which alone gives a divergence of the order of that squared
+    // (~1e-8); what remains is the floored tokens' mass spread evenly
+    // instead of as it was: that mass times the divergence of the two
+    // spreads, 1.7e-5 with these heavy tails (spread 6, most tokens below
+    // the floor).
+    assert!(summary.kld.value.abs() < 5e-5, "{:?}", summary.kld);
+    assert_eq!(summary.same_top.value, 1.0);
+    // (The perplexity is not compared: these next tokens lie mostly below
+    // the floor, whose individual log-probabilities the format drops; the
+    // faithfulness table takes llama.cpp's perplexity from its own output.)
+
+    let mut other_tokens = tokens.clone();
+    other_tokens[3] += 1;
+    let mut reader = bytes.as_slice();
+    let mut replay = candle_engine::perplexity::LlamaCppLogits::open(&mut reader).unwrap();
+    let message = evaluate(
+        &other_tokens,
+        &settings,
+        &mut replay,
+        false,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(message.contains("other tokens"), "{message}");
+    let message = candle_engine::perplexity::LlamaCppLogits::open(&mut &bytes[..40])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("ends inside the tokens"), "{message}");
+}
