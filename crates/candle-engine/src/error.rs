@@ -61,6 +61,9 @@ pub enum Error {
     #[error("{0}")]
     StepFailed(String),
 
+    #[error("perplexity: {0}")]
+    Perplexity(String),
+
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

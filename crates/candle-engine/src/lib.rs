@@ -15,6 +15,7 @@ mod kv_math;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
 pub mod model;
+pub mod perplexity;
 mod quantized_llama;
 mod rows;
 pub mod sampling;

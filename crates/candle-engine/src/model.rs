@@ -207,6 +207,33 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The exact reference of this model: every linear layer's weights
+    /// dequantized to f32 and multiplied in f32 without quantizing the
+    /// activations ([`QLinear::to_f32`]). With an f32 KV cache it computes
+    /// what the quantized file means, free of any kernel's rounding.
+    pub fn into_exact(mut self) -> Result<Self> {
+        if !matches!(self.backend, Backend::Native) {
+            return Err(Error::InvalidModel(
+                "the exact reference runs on the CPU backend only".into(),
+            ));
+        }
+        let exact = |l: &mut QLinear| -> Result<()> {
+            *l = l.to_f32()?;
+            Ok(())
+        };
+        for layer in &mut self.layers {
+            exact(&mut layer.query)?;
+            exact(&mut layer.key)?;
+            exact(&mut layer.value)?;
+            exact(&mut layer.attention_output)?;
+            exact(&mut layer.ffn_gate)?;
+            exact(&mut layer.ffn_up)?;
+            exact(&mut layer.ffn_down)?;
+        }
+        exact(&mut self.output)?;
+        Ok(self)
+    }
+
     /// Where the decoder computes.
     pub fn backend(&self) -> &Backend {
         &self.backend

@@ -297,6 +297,12 @@ impl Tokenizer {
         self.bos
     }
 
+    /// Whether `encode` with `add_special` starts the text with BOS (the
+    /// model's `add_bos_token`).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
     /// Ids that end a generation.
     pub fn eos(&self) -> &[u32] {
         &self.eos

@@ -293,6 +293,27 @@ impl QLinear {
         }
     }
 
+    /// The same weights dequantized to an f32 CPU layer, multiplied by candle's f32
+    /// matmul with no activation quantization: the exact reference a quantized layer is
+    /// judged against (its values are those of [`QLinear::dequantize`]).
+    ///
+    /// ```
+    /// use candle_quant::{quant, QLinear, QuantType};
+    /// let w: Vec<f32> = (0..4 * 32).map(|i| (i % 9) as f32 * 0.1 - 0.4).collect();
+    /// let q = QLinear::from_bytes(QuantType::Q4_1, 4, 32, quant::quantize(QuantType::Q4_1, &w).unwrap()).unwrap();
+    /// let exact = q.to_f32().unwrap();
+    /// assert_eq!(exact.quant_type(), QuantType::F32);
+    /// ```
+    pub fn to_f32(&self) -> Result<QLinear, QuantError> {
+        Ok(QLinear {
+            ty: QuantType::F32,
+            out_features: self.out_features,
+            in_features: self.in_features,
+            isa: self.isa,
+            weights: Weights::Dense(self.dequantize()?.to_device(&Device::Cpu)?),
+        })
+    }
+
     /// `x · Wᵀ`.
     ///
     /// x: [.., in_features] f32 -> [.., out_features] f32

@@ -734,3 +734,50 @@ fn slice_apis_reject_bad_lengths_with_typed_errors() {
         "{err}"
     );
 }
+
+/// `to_f32` is the exact reference of a quantized layer: its weights are the
+/// dequantized values, and its products are f32 dot products of those with
+/// the unquantized input (here against an f64 sum: within f32 summation
+/// error, ~in_features * 2^-24 relative to the sum of |terms|).
+#[test]
+fn to_f32_multiplies_the_dequantized_weights_without_quantizing_the_input() {
+    let (out_f, in_f, m) = (16, 256, 3);
+    let mut rng = StdRng::seed_from_u64(7);
+    let w = random_vec(&mut rng, out_f * in_f, 0.5);
+    let x = random_vec(&mut rng, m * in_f, 2.0);
+    for ty in [QuantType::Q4_1, QuantType::Q4K, QuantType::Q8_0] {
+        let layer = QLinear::from_bytes(ty, out_f, in_f, quant::quantize(ty, &w).unwrap()).unwrap();
+        let exact = layer.to_f32().unwrap();
+        assert_eq!(exact.quant_type(), QuantType::F32);
+        let weights: Vec<f32> = layer
+            .dequantize()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let same: Vec<f32> = exact
+            .dequantize()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(weights, same, "{ty:?}");
+        let mut y = vec![0f32; m * out_f];
+        exact.forward_slice(&x, m, &mut y).unwrap();
+        for r in 0..m {
+            for o in 0..out_f {
+                let terms =
+                    (0..in_f).map(|i| weights[o * in_f + i] as f64 * x[r * in_f + i] as f64);
+                let (sum, abs): (f64, f64) =
+                    terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                let got = y[r * out_f + o] as f64;
+                assert!(
+                    (got - sum).abs() <= abs * in_f as f64 * 2f64.powi(-24),
+                    "{ty:?} row {r} out {o}: {got} vs {sum}"
+                );
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod csv;
 mod demo;
 mod generate;
 mod inspect;
+mod perplexity;
 mod quantize;
 mod sample;
 mod serve;
@@ -47,6 +48,9 @@ enum Command {
     /// Time loading, time to first token, prefill and decode, and compare
     /// decode with the memory-bandwidth limit.
     Bench(bench::BenchArgs),
+    /// Measure a model's perplexity over a text (llama.cpp's method), and
+    /// its KL-divergence from a saved base run, e.g. the exact reference.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sample(args) => sample::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Perplexity(args) => perplexity::run(&args),
     }
 }

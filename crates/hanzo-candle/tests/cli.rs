@@ -167,6 +167,90 @@ fn bad_input_fails_cleanly() {
 }
 
 #[test]
+fn perplexity_saves_compares_and_refuses_mismatched_input() {
+    let dir = temp_dir("ppl");
+    let model = tiny_model(&dir, "llama", false);
+    let model = model.to_str().unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // One token per letter or space: 44 tokens per sentence.
+    let sentence = "the quick brown fox jumps over the lazy dog ";
+    std::fs::write(path("text.txt"), sentence.repeat(3)).unwrap();
+    std::fs::write(path("other.txt"), sentence.replace("fox", "cat").repeat(3)).unwrap();
+    std::fs::write(path("short.txt"), "abc").unwrap();
+    let ppl = |extra: &[&str]| {
+        let mut args = vec!["perplexity", "-m", model, "--ctx", "16", "-t", "1"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let text = path("text.txt");
+    let base = path("base.bin");
+    let out = ppl(&["-f", &text, "--save-logits", &base, "--save-top-k", "8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // 132 tokens: 8 chunks of 16, 7 scored tokens each.
+    assert!(
+        stdout.contains("Final estimate: PPL = ") && stdout.contains("(56 tokens scored)"),
+        "{stdout}"
+    );
+    assert!(stderr(&out).contains("[8]"), "{}", stderr(&out));
+    // The same run against itself; the base alone gives the tokens.
+    let out = ppl(&["--kl-divergence-base", &base]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Stored log-probabilities are f32: the self-divergence is 0 to ~1e-7.
+    let kld: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Mean    KLD:"))
+        .and_then(|rest| rest.split('±').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mean KLD in {stdout}"));
+    assert!(kld.abs() < 1e-6, "{stdout}");
+    assert!(stdout.contains("Same top p: 100.000"), "{stdout}");
+    // The tiny model's weights are f32: its exact reference is itself.
+    let out = ppl(&["-f", &text, "--reference", "--kl-divergence-base", &base]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert_clean_failure(&ppl(&["-f", &path("missing.txt")]), "missing.txt");
+    assert_clean_failure(&ppl(&["-f", &path("short.txt")]), "at least 32");
+    assert_clean_failure(&ppl(&[]), "-f FILE");
+    assert_clean_failure(
+        &ppl(&["-f", &path("other.txt"), "--kl-divergence-base", &base]),
+        "differ from the base logits' at token",
+    );
+    assert_clean_failure(
+        &ppl(&["-f", &text, "--kl-divergence-base", &text]),
+        "bad magic",
+    );
+    let mut bytes = std::fs::read(&base).unwrap();
+    let vocab = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+    bytes[16..20].copy_from_slice(&(vocab + 1).to_le_bytes());
+    std::fs::write(path("wider.bin"), &bytes).unwrap();
+    assert_clean_failure(
+        &ppl(&["-f", &text, "--kl-divergence-base", &path("wider.bin")]),
+        "vocabulary",
+    );
+    assert_clean_failure(
+        &run(&[
+            "perplexity",
+            "-m",
+            model,
+            "-f",
+            &text,
+            "--ctx",
+            "8",
+            "--kl-divergence-base",
+            &base,
+        ]),
+        "--ctx 16",
+    );
+    assert_clean_failure(
+        &ppl(&["-f", &text, "--reference", "--kv-cache", "f16"]),
+        "--reference",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn sample_summarises_a_posterior_and_names_bad_csv_positions() {
     let dir = temp_dir("sample");
     let data = dir.join("data.csv");
@@ -253,8 +337,16 @@ fn options(command: &str) -> Vec<(Option<char>, String)> {
 
 #[test]
 fn every_flag_means_the_same_in_every_command() {
-    const COMMANDS: [&str; 8] = [
-        "generate", "chat", "serve", "inspect", "quantize", "sample", "demo", "bench",
+    const COMMANDS: [&str; 9] = [
+        "generate",
+        "chat",
+        "serve",
+        "inspect",
+        "quantize",
+        "sample",
+        "demo",
+        "bench",
+        "perplexity",
     ];
     let mut long_of_short: BTreeMap<char, (String, &str)> = BTreeMap::new();
     let mut short_of_long: BTreeMap<String, (Option<char>, &str)> = BTreeMap::new();
