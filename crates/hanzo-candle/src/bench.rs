@@ -18,6 +18,7 @@
 //! `first = min(100, vocab / 2)`: fixed ids away from the special tokens at
 //! the start of most vocabularies, identical across engines.
 
+use crate::generate::NPredictArg;
 use crate::threads::ThreadsArg;
 use anyhow::Context;
 use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
@@ -51,15 +52,8 @@ pub struct BenchArgs {
         default_value = "128,512"
     )]
     prompt_lengths: Vec<usize>,
-    /// Tokens to generate, one forward each (llama-bench's -n).
-    #[arg(
-        short = 'n',
-        long = "n-predict",
-        visible_aliases = ["max-tokens", "n-gen"],
-        value_name = "N",
-        default_value_t = 128
-    )]
-    decode_tokens: usize,
+    #[command(flatten)]
+    n_predict: NPredictArg,
     /// Repetitions (each loads the model again); the median, min and max are reported.
     #[arg(short, long, visible_alias = "repetitions", default_value_t = 3)]
     repeats: usize,
@@ -108,7 +102,7 @@ impl BenchArgs {
                 format!("{:?}", self.prompt_lengths),
             );
         }
-        if self.decode_tokens == 0 {
+        if self.n_predict.tokens == 0 {
             return invalid("--n-predict", "at least 1", "0".into());
         }
         if self.repeats == 0 {
@@ -230,7 +224,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "kernels": format!("{:?}", candle_quant::kernels::Isa::selected()),
             "repeats": args.repeats,
             "prompt_lengths": args.prompt_lengths,
-            "decode_tokens": args.decode_tokens,
+            "decode_tokens": args.n_predict.tokens,
             "load_s": load.json(),
             "ttft_ms": first_token_ms.json(),
             "prefill_tok_s": prefill,
@@ -270,12 +264,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     println!(
         "tg{:<8} {} tok/s (from an empty cache, sampling excluded)",
-        args.decode_tokens,
+        args.n_predict.tokens,
         decode.show(1)
     );
     println!(
         "{:<10} {} tok/s (continuing the first prompt)",
-        format!("tg{} @ d{}", args.decode_tokens, args.prompt_lengths[0]),
+        format!("tg{} @ d{}", args.n_predict.tokens, args.prompt_lengths[0]),
         decode_after_prompt.show(1)
     );
     println!(
@@ -338,7 +332,7 @@ fn round(path: &Path, args: &BenchArgs) -> anyhow::Result<Round> {
         .copied()
         .max()
         .unwrap_or(first_len);
-    let context = longest.max(first_len + args.decode_tokens);
+    let context = longest.max(first_len + args.n_predict.tokens);
 
     let started = Instant::now();
     let model = Model::load(path, Some(context))
@@ -363,7 +357,7 @@ fn round(path: &Path, args: &BenchArgs) -> anyhow::Result<Round> {
     let next = argmax(&logits)?;
     let first_token = started.elapsed();
 
-    let decoding_after_prompt = decode(&model, &mut cache, first_len, next, args.decode_tokens)?;
+    let decoding_after_prompt = decode(&model, &mut cache, first_len, next, args.n_predict.tokens)?;
 
     let mut prefill_tokens_per_s = Vec::with_capacity(args.prompt_lengths.len());
     for &len in &args.prompt_lengths {
@@ -380,9 +374,9 @@ fn round(path: &Path, args: &BenchArgs) -> anyhow::Result<Round> {
         &mut cache,
         0,
         prompt(1, vocab)[0],
-        args.decode_tokens,
+        args.n_predict.tokens,
     )?;
-    let rate = |time: Duration| args.decode_tokens as f64 / time.as_secs_f64();
+    let rate = |time: Duration| args.n_predict.tokens as f64 / time.as_secs_f64();
     Ok(Round {
         load,
         first_token,

@@ -62,9 +62,11 @@ impl ModelArgs {
     }
 }
 
+/// `-n/--n-predict`: how many tokens to generate, as llama.cpp's `-n`, in
+/// every command that generates.
 #[derive(clap::Args, Debug)]
-pub struct SamplingArgs {
-    /// Maximum number of tokens to generate.
+pub struct NPredictArg {
+    /// Tokens to generate, one forward each.
     #[arg(
         short = 'n',
         long = "n-predict",
@@ -72,7 +74,13 @@ pub struct SamplingArgs {
         value_name = "N",
         default_value_t = 128
     )]
-    max_tokens: usize,
+    pub tokens: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SamplingArgs {
+    #[command(flatten)]
+    n_predict: NPredictArg,
     /// Sampling temperature; 0 is greedy decoding.
     #[arg(
         long = "temp",
@@ -131,7 +139,7 @@ pub struct ChatArgs {
 impl SamplingArgs {
     fn params(&self) -> GenerationParams {
         GenerationParams {
-            max_tokens: self.max_tokens,
+            max_tokens: self.n_predict.tokens,
             sampling: SamplingParams {
                 temperature: self.temperature,
                 top_k: self.top_k,
