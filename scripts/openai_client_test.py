@@ -5,12 +5,15 @@
 
 `main` expects a server with several slots and the API key API_KEY;
 `small` one started with `--slots 1 --queue 1 --timeout 5` (overload,
-disconnects and timeouts).
+disconnects and timeouts); `config` one started with `--config` serving the
+model as MODEL and as "second".
 Run by crates/hanzo-candle/tests/serve_openai.rs, which starts the servers.
 Every check raises on failure; the last line printed is "ok".
 """
 
 import json
+import math
+import socket
 import sys
 import threading
 import time
@@ -147,6 +150,14 @@ def test_concurrent_requests_give_the_outputs_they_give_alone():
         ("Water boils at", 6),
         ("The quick brown fox", 17),
         ("My favourite food is", 11),
+        ("Photosynthesis is", 15),
+        ("import numpy as np", 22),
+        ("The tallest mountain", 8),
+        ("Dear Sir or Madam,", 19),
+        ("Three plus four equals", 5),
+        ("The Moon orbits", 26),
+        ("SELECT * FROM", 12),
+        ("Roses are red,", 18),
     ]
     # top_k and min_p are not in the client's signature; they travel in the body.
     seeded = dict(temperature=0.9, top_p=0.95, seed=1234, extra_body={"top_k": 40, "min_p": 0.05})
@@ -197,6 +208,77 @@ def test_the_next_turn_reuses_the_cached_prefix():
     check(r1.usage.prompt_tokens <= cached < r2.usage.prompt_tokens, f"cached {cached}: {r1.usage} {r2.usage}")
 
 
+def metrics():
+    """`/metrics` as {name{labels}: value}."""
+    status, _, body = raw("GET", "/metrics")
+    check(status == 200, f"/metrics: {status}")
+    values = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def check_nothing_leaked(name=None):
+    """Once requests are answered, no sequence holds a slot or waits."""
+    name = name or model
+    for _ in range(100):
+        m = metrics()
+        busy = [f"hanzo_candle_{g}{{model=\"{name}\"}}" for g in ("running_sequences", "queue_depth", "requests_in_flight")]
+        if all(m.get(k) == 0 for k in busy):
+            return m
+        time.sleep(0.1)
+    raise AssertionError(f"leaked: {[(k, m.get(k)) for k in busy]}")
+
+
+def test_metrics():
+    m = check_nothing_leaked()
+    label = f'{{model="{model}"}}'
+    check(m[f"hanzo_candle_slots{label}"] >= 1, "slots")
+    for counter in ("prompt_tokens_total", "generated_tokens_total", "cached_tokens_total"):
+        check(m[f"hanzo_candle_{counter}{label}"] > 0, f"{counter}: {m}")
+    check(m[f"hanzo_candle_time_to_first_token_seconds_count{label}"] > 0, "TTFT observed")
+    check(m[f"hanzo_candle_inter_token_latency_seconds_count{label}"] > 0, "ITL observed")
+    ok = 'hanzo_candle_requests_total{endpoint="/v1/chat/completions",status="200"}'
+    bad = 'hanzo_candle_requests_total{endpoint="/v1/chat/completions",status="400"}'
+    check(m[ok] > 0 and m[bad] > 0, "requests by endpoint and status")
+
+
+def test_logprobs():
+    """Log-probabilities are the model's (before sampling): the greedy token
+    is the most likely alternative, alternatives come most likely first and
+    hold at most all the mass; streamed and whole answers carry the same."""
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    r = client.chat.completions.create(model=model, messages=msgs, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    check(len(content) == r.usage.completion_tokens, f"one entry per token: {content}")
+    check("".join(c.token for c in content) == r.choices[0].message.content, "tokens spell the text")
+    for c in content:
+        top = c.top_logprobs
+        check(len(top) == 3 and top[0].token == c.token and abs(top[0].logprob - c.logprob) < 1e-6, f"greedy is top-1: {c}")
+        check(all(a.logprob >= b.logprob for a, b in zip(top, top[1:])), f"ordered: {top}")
+        check(sum(math.exp(t.logprob) for t in top) <= 1 + 1e-5 and c.logprob <= 0, f"a distribution: {top}")
+        check(bytes(c.bytes) == c.token.encode(), f"bytes: {c}")
+    streamed = []
+    for chunk in client.chat.completions.create(
+        model=model, messages=msgs, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3, stream=True
+    ):
+        if chunk.choices and chunk.choices[0].logprobs:
+            streamed += chunk.choices[0].logprobs.content
+    check([(c.token, round(c.logprob, 5)) for c in streamed] == [(c.token, round(c.logprob, 5)) for c in content], f"streamed {streamed}")
+    # Without top_logprobs: the chosen token only.
+    r = client.chat.completions.create(model=model, messages=msgs, max_tokens=2, temperature=0, logprobs=True)
+    check(all(c.top_logprobs == [] for c in r.choices[0].logprobs.content), "no alternatives asked")
+    # Completions' shape: parallel lists and offsets into the text.
+    r = client.completions.create(model=model, prompt=FRANCE, max_tokens=5, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    check("".join(lp.tokens) == r.choices[0].text, f"tokens {lp.tokens}")
+    check(lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))], f"offsets {lp.text_offset}")
+    check(all(len(t) == 2 and max(t.values()) == l for t, l in zip(lp.top_logprobs, lp.token_logprobs)), f"{lp}")
+    check(client.completions.create(model=model, prompt=FRANCE, max_tokens=2).choices[0].logprobs is None, "none unless asked")
+
+
 def test_errors_name_the_field():
     msgs = [{"role": "user", "content": "Hi"}]
     create = client.chat.completions.create
@@ -205,7 +287,9 @@ def test_errors_name_the_field():
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     expect_error(400, "tools", lambda: create(model=model, messages=msgs, tools=[tool]))
     expect_error(400, "response_format", lambda: create(model=model, messages=msgs, response_format={"type": "json_object"}))
-    expect_error(400, "logprobs", lambda: create(model=model, messages=msgs, logprobs=True))
+    expect_error(400, "top_logprobs", lambda: create(model=model, messages=msgs, logprobs=True, top_logprobs=21))
+    expect_error(400, "top_logprobs", lambda: create(model=model, messages=msgs, top_logprobs=2))
+    expect_error(400, "logprobs", lambda: client.completions.create(model=model, prompt="x", logprobs=6))
     expect_error(400, "presence_penalty", lambda: create(model=model, messages=msgs, presence_penalty=0.5))
     expect_error(400, "temperature", lambda: create(model=model, messages=msgs, temperature=5))
     expect_error(400, "top_p", lambda: create(model=model, messages=msgs, top_p=0))
@@ -254,6 +338,23 @@ def test_overload_and_disconnect():
     check(choice["finish_reason"] == "length", f"{body}")
     text, finish, _ = complete(FRANCE, max_tokens=4, temperature=0)
     check(text == " Paris.\n\n" and finish == "length", f"after disconnect: {text!r} {finish}")
+    # A non-streaming client that goes away is cancelled too.
+    host, port = base_url.split("//")[1].split(":")
+    body = json.dumps(dict(long, max_tokens=4000)).encode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        for _ in range(100):
+            if metrics()[f'hanzo_candle_running_sequences{{model="{model}"}}'] == 1:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the non-streaming request never ran")
+    check_nothing_leaked()
+    m = metrics()
+    check(m['hanzo_candle_requests_total{endpoint="/v1/completions",status="429"}'] >= 1, "429 counted")
 
 
 def test_timeout():
@@ -271,6 +372,23 @@ def test_timeout():
     check(errors and "timeout" in str(errors[0]), f"streamed: {errors}")
     text, finish, _ = complete(FRANCE, max_tokens=4, temperature=0)
     check(text == " Paris.\n\n" and finish == "length", f"after timeouts: {text!r} {finish}")
+    check_nothing_leaked()
+    check(metrics()['hanzo_candle_requests_total{endpoint="/v1/completions",status="504"}'] >= 1, "504 counted")
+
+
+def test_several_models():
+    """The server started from a config file with this model twice: as
+    MODEL and as "second" (one slot, f32 cache). Each answers by its name."""
+    names = [m.id for m in client.models.list().data]
+    check(names == [model, "second"], f"models {names}")
+    for name in names:
+        r = client.completions.create(model=name, prompt=FRANCE, max_tokens=4, temperature=0)
+        check(r.model == name and r.choices[0].text == " Paris.\n\n", f"{name}: {r}")
+        check_nothing_leaked(name)
+    m = metrics()
+    check(m['hanzo_candle_slots{model="second"}'] == 1, "per-model slots")
+    e = expect_error(404, "model", lambda: client.completions.create(model="third", prompt="x"))
+    check(model in str(e) and "second" in str(e), f"404 names the models: {e}")
 
 
 if mode == "main":
@@ -280,9 +398,13 @@ if mode == "main":
     test_concurrent_requests_give_the_outputs_they_give_alone()
     test_the_next_turn_reuses_the_cached_prefix()
     test_errors_name_the_field()
+    test_logprobs()
+    test_metrics()
 elif mode == "small":
     test_overload_and_disconnect()
     test_timeout()
+elif mode == "config":
+    test_several_models()
 else:
     raise SystemExit(f"unknown mode {mode}")
 print("ok")

@@ -70,6 +70,7 @@ pub fn generate(
                 }),
                 StepEvent::Finished { id, generation } => results[index(id)] = Some(generation),
                 StepEvent::Failed { error, .. } => return Err(Error::StepFailed(error)),
+                StepEvent::Logprob { .. } => {}
             }
         }
     }

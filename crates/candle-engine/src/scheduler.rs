@@ -14,6 +14,7 @@
 
 use crate::kv_cache::KvCache;
 use crate::model::{Batch, Decoder};
+use crate::perplexity::PositionRecord;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{TextStream, Tokenizer};
 use crate::{Error, Result};
@@ -26,6 +27,9 @@ pub struct GenerationParams {
     pub sampling: SamplingParams,
     /// Generation ends before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Report each generated token's log-probability and those of this many
+    /// most likely alternatives (`None`: report nothing).
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerationParams {
@@ -34,9 +38,23 @@ impl Default for GenerationParams {
             max_tokens: 128,
             sampling: SamplingParams::default(),
             stop: Vec::new(),
+            logprobs: None,
         }
     }
 }
+
+/// A generated token's log-probability under the model (its logits before
+/// temperature, penalties and truncation), with the most likely tokens'.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    /// Most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Most alternatives a request may ask for per token.
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
@@ -75,6 +93,12 @@ pub enum StepEvent {
     /// New text. Text that might be the beginning of a stop string is held
     /// back until it is known not to be, so nothing after a stop is sent.
     Text { id: RequestId, text: String },
+    /// A token was generated, for a request that asked for log-probabilities;
+    /// it comes before the token's text.
+    Logprob {
+        id: RequestId,
+        logprob: TokenLogprob,
+    },
     /// The request is done and its slot is free.
     Finished {
         id: RequestId,
@@ -188,6 +212,11 @@ impl<'a> Scheduler<'a> {
                 needed,
                 max_context: self.cache.max_context(),
             });
+        }
+        if params.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(Error::InvalidBatch(format!(
+                "at most {MAX_TOP_LOGPROBS} alternatives per token can be reported"
+            )));
         }
         let sampler = Sampler::new(params.sampling.clone())?;
         let id = self.next_id;
@@ -414,6 +443,17 @@ fn accept(
     if tokenizer.eos().contains(&token) {
         flush(seq, events);
         return Ok(Some(FinishReason::Eos));
+    }
+    if let Some(alternatives) = seq.params.logprobs {
+        let record = PositionRecord::new(logits, token, alternatives);
+        events.push(StepEvent::Logprob {
+            id: seq.id,
+            logprob: TokenLogprob {
+                token,
+                logprob: -record.nll,
+                top: record.top,
+            },
+        });
     }
     seq.history.push(token);
     seq.generated.push(token);

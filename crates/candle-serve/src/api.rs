@@ -69,6 +69,8 @@ pub struct Common {
     pub n: usize,
     pub stream: bool,
     pub include_usage: bool,
+    /// Log-probabilities of each token and of this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 /// What the prompt is made of.
@@ -95,8 +97,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("function_call", "function calls are not supported"),
     ("parallel_tool_calls", "tool calls are not supported"),
     ("response_format", "structured output is not supported"),
-    ("logprobs", "log probabilities are not supported"),
-    ("top_logprobs", "log probabilities are not supported"),
     ("logit_bias", "logit bias is not supported"),
     ("audio", "audio output is not supported"),
     ("modalities", "only text output is supported"),
@@ -273,6 +273,34 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, ApiError> {
             format!("`n` must be at most 16, got {n}"),
         ));
     }
+    let logprobs = if chat {
+        let wanted = f.boolean("logprobs")?;
+        match f.integer("top_logprobs", 0)? {
+            Some(k) if k > 20 => {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    format!("`top_logprobs` must be at most 20, got {k}"),
+                ))
+            }
+            Some(_) if !wanted => {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    "`top_logprobs` needs `logprobs: true`",
+                ))
+            }
+            k => wanted.then(|| k.unwrap_or(0) as usize),
+        }
+    } else {
+        match f.integer("logprobs", 0)? {
+            Some(k) if k > 5 => {
+                return Err(ApiError::invalid(
+                    "logprobs",
+                    format!("`logprobs` must be at most 5, got {k}"),
+                ))
+            }
+            k => k.map(|k| k as usize),
+        }
+    };
     let stream = f.boolean("stream")?;
     let include_usage = match f.take("stream_options") {
         None => false,
@@ -326,6 +354,7 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, ApiError> {
             n,
             stream,
             include_usage,
+            logprobs,
         },
         prompt,
     })

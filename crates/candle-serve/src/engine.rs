@@ -3,9 +3,10 @@
 //! scheduler; HTTP handlers reach it through a bounded channel and get each
 //! request's events back on a channel of their own.
 
+use crate::metrics::Metrics;
 use candle_engine::kv_cache::{CacheOptions, KvPrecision};
 use candle_engine::scheduler::{
-    Generation, GenerationParams, RequestId, Scheduler, SchedulerOptions, StepEvent,
+    Generation, GenerationParams, RequestId, Scheduler, SchedulerOptions, StepEvent, TokenLogprob,
 };
 use candle_engine::tokenizer::Tokenizer;
 use candle_engine::Decoder;
@@ -15,6 +16,8 @@ use tokio::sync::mpsc;
 /// What the engine tells a request, tagged with its choice index.
 #[derive(Debug)]
 pub enum Update {
+    /// A token was generated, for a request that asked for log-probabilities.
+    Logprob(TokenLogprob),
     Text(String),
     Done(Generation),
     /// The request could not run; the message says why.
@@ -39,6 +42,12 @@ pub struct EngineOptions {
     pub precision: KvPrecision,
 }
 
+/// Where the engine reports what it did.
+pub struct Reporting<'a> {
+    pub metrics: &'a Metrics,
+    pub model: &'a str,
+}
+
 struct Running {
     choice: usize,
     updates: mpsc::UnboundedSender<(usize, Update)>,
@@ -50,7 +59,9 @@ pub fn run(
     tokenizer: &Tokenizer,
     options: EngineOptions,
     mut submissions: mpsc::Receiver<Submission>,
+    reporting: Reporting<'_>,
 ) -> anyhow::Result<()> {
+    let Reporting { metrics, model } = reporting;
     let mut cache = decoder.new_cache(CacheOptions {
         slots: options.slots,
         max_context: Some(options.max_context),
@@ -62,6 +73,7 @@ pub fn run(
     };
     let mut scheduler = Scheduler::new(decoder, tokenizer, &mut cache, scheduler_options)?;
     let mut running: HashMap<RequestId, Running> = HashMap::new();
+    metrics.occupancy(model, options.slots, 0, 0);
     loop {
         // Block only when there is nothing to compute.
         if scheduler.is_idle() {
@@ -83,12 +95,19 @@ pub fn run(
         });
         for event in scheduler.step() {
             let (id, update) = match event {
-                StepEvent::PromptProcessed { .. } => continue,
+                StepEvent::PromptProcessed { tokens, cached, .. } => {
+                    metrics.prompt_processed(model, tokens, cached);
+                    continue;
+                }
+                StepEvent::Finished { id, generation } => {
+                    metrics.generated(model, generation.tokens.len());
+                    (id, Update::Done(generation))
+                }
                 StepEvent::Text { id, text } => (id, Update::Text(text)),
-                StepEvent::Finished { id, generation } => (id, Update::Done(generation)),
+                StepEvent::Logprob { id, logprob } => (id, Update::Logprob(logprob)),
                 StepEvent::Failed { id, error } => (id, Update::Failed(error)),
             };
-            let finished = !matches!(update, Update::Text(_));
+            let finished = matches!(update, Update::Done(_) | Update::Failed(_));
             let sent = running
                 .get(&id)
                 .is_some_and(|r| r.updates.send((r.choice, update)).is_ok());
@@ -99,6 +118,12 @@ pub fn run(
                 }
             }
         }
+        metrics.occupancy(
+            model,
+            options.slots,
+            scheduler.running(),
+            scheduler.waiting() + submissions.len(),
+        );
     }
 }
 

@@ -41,6 +41,14 @@ pub fn resolve(model: Option<&str>) -> anyhow::Result<PathBuf> {
     bail!("model `{name}` does not exist (expected a .gguf file or a Hugging Face model directory)")
 }
 
+/// The name a model is known by: its file or directory name without the
+/// extension.
+pub fn model_id(model: Option<&str>) -> String {
+    let path = Path::new(model.unwrap_or(DEFAULT_FILE));
+    path.file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+}
+
 fn default_model() -> anyhow::Result<PathBuf> {
     let dir = cache_dir();
     let path = dir.join(DEFAULT_FILE);

@@ -2,16 +2,18 @@
 
 use crate::api::{self, ApiError, Prompt};
 use crate::engine::{Submission, Update};
-use crate::{Loaded, State};
+use crate::metrics::LatencyClock;
+use crate::{Loaded, Served, State};
 use axum::body::Bytes;
-use axum::extract::{Request, State as Shared};
+use axum::extract::{MatchedPath, Request, State as Shared};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use candle_engine::scheduler::{FinishReason, Generation, GenerationParams};
+use candle_engine::scheduler::{FinishReason, Generation, GenerationParams, TokenLogprob};
+use candle_engine::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -28,6 +30,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(|| async {
             ApiError::new(
@@ -36,7 +39,38 @@ pub fn router(state: Arc<State>) -> Router {
                 "no such endpoint",
             )
         })
+        .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
+}
+
+/// Counts each answer by endpoint and status (unknown paths as one
+/// endpoint, so a scanner cannot grow the label set).
+async fn count(Shared(state): Shared_, request: Request, next: Next) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .answered(&endpoint, response.status().as_u16());
+    response
+}
+
+async fn metrics(Shared(state): Shared_) -> Response {
+    for served in &state.models {
+        state
+            .metrics
+            .set_in_flight(&served.id, served.in_flight.load(Ordering::SeqCst));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn authorize(Shared(state): Shared_, request: Request, next: Next) -> Response {
@@ -59,40 +93,65 @@ async fn authorize(Shared(state): Shared_, request: Request, next: Next) -> Resp
     next.run(request).await
 }
 
+/// 200 once every model is loaded, 503 before.
 async fn health(Shared(state): Shared_) -> Response {
-    if state.loaded.get().is_some() {
+    let loading: Vec<&str> = state
+        .models
+        .iter()
+        .filter(|m| m.loaded.get().is_none())
+        .map(|m| m.id.as_str())
+        .collect();
+    if loading.is_empty() {
         Json(json!({"status": "ok"})).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
+            Json(json!({"status": "loading", "loading": loading})),
         )
             .into_response()
     }
 }
 
-fn loaded(state: &State) -> Result<&Loaded, ApiError> {
-    state.loaded.get().ok_or_else(|| {
+/// The model a request names, once loaded.
+fn served<'a>(state: &'a State, id: &str) -> Result<(usize, &'a Loaded), ApiError> {
+    let Some(index) = state.models.iter().position(|m| m.id == id) else {
+        let names: Vec<String> = state.models.iter().map(|m| format!("`{}`", m.id)).collect();
+        let mut e = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "the model `{id}` does not exist; this server serves {}",
+                names.join(", ")
+            ),
+        );
+        e.param = Some("model".into());
+        e.code = Some("model_not_found");
+        return Err(e);
+    };
+    let loaded = state.models[index].loaded.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
-            "the model is still loading",
+            format!("the model `{id}` is still loading"),
         )
-    })
+    })?;
+    Ok((index, loaded))
 }
 
-async fn list_models(Shared(state): Shared_) -> Result<Response, ApiError> {
-    let loaded = loaded(&state)?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": [{
-            "id": loaded.model_id,
-            "object": "model",
-            "created": state.created,
-            "owned_by": "hanzo-candle",
-        }],
-    }))
-    .into_response())
+async fn list_models(Shared(state): Shared_) -> Response {
+    let data: Vec<Value> = state
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": state.created,
+                "owned_by": "hanzo-candle",
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn chat_completions(Shared(state): Shared_, body: Bytes) -> Result<Response, ApiError> {
@@ -107,34 +166,29 @@ async fn completions(Shared(state): Shared_, body: Bytes) -> Result<Response, Ap
 /// response finished or its client went away).
 struct Admission {
     state: Arc<State>,
+    model: usize,
     choices: usize,
+}
+
+impl Admission {
+    fn served(&self) -> &Served {
+        &self.state.models[self.model]
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.state
+        self.served()
             .in_flight
             .fetch_sub(self.choices, Ordering::SeqCst);
     }
 }
 
 async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response, ApiError> {
-    let loaded = loaded(&state)?;
+    let arrived = std::time::Instant::now();
     let request = api::parse(body, chat)?;
     let common = request.common;
-    if common.model != loaded.model_id {
-        let mut e = ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            format!(
-                "the model `{}` does not exist; this server serves `{}`",
-                common.model, loaded.model_id
-            ),
-        );
-        e.param = Some("model".into());
-        e.code = Some("model_not_found");
-        return Err(e);
-    }
+    let (model, loaded) = served(&state, &common.model)?;
     let prompt_field = if chat { "messages" } else { "prompt" };
     let text = match &request.prompt {
         Prompt::Chat(messages) => loaded
@@ -187,14 +241,17 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
     })?;
 
     let n = common.n;
-    if state.in_flight.fetch_add(n, Ordering::SeqCst) + n > state.max_in_flight {
-        state.in_flight.fetch_sub(n, Ordering::SeqCst);
+    let target = &state.models[model];
+    if target.in_flight.fetch_add(n, Ordering::SeqCst) + n > target.max_in_flight {
+        target.in_flight.fetch_sub(n, Ordering::SeqCst);
         return Err(overloaded());
     }
     let admission = Admission {
         state: state.clone(),
+        model,
         choices: n,
     };
+    let clock = state.metrics.latency_clock(&target.id, n, arrived);
     let (updates_tx, updates) = mpsc::unbounded_channel();
     for choice in 0..n {
         let mut sampling = common.sampling.clone();
@@ -205,6 +262,7 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
                 max_tokens,
                 sampling,
                 stop: common.stop.clone(),
+                logprobs: common.logprobs,
             },
             choice,
             updates: updates_tx.clone(),
@@ -222,11 +280,13 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
             common.sampling.seed ^ state.created
         ),
         chat,
-        model: loaded.model_id.clone(),
+        model: target.id.clone(),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         prompt_tokens: prompt.len(),
+        tokenizer: loaded.tokenizer.clone(),
+        logprobs: common.logprobs.is_some(),
     };
     if common.stream {
         Ok(stream(
@@ -236,9 +296,10 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
             updates,
             admission,
             deadline,
+            clock,
         ))
     } else {
-        collect(reply, n, updates, admission, deadline).await
+        collect(reply, n, updates, admission, deadline, clock).await
     }
 }
 
@@ -257,6 +318,9 @@ struct Reply {
     model: String,
     created: u64,
     prompt_tokens: usize,
+    tokenizer: Arc<Tokenizer>,
+    /// Whether the request asked for log-probabilities.
+    logprobs: bool,
 }
 
 impl Reply {
@@ -293,17 +357,81 @@ impl Reply {
         body
     }
 
-    /// A streamed choice: new text and, at the end, why it finished.
-    fn delta(&self, index: usize, text: Option<&str>, finish: Option<FinishReason>) -> Value {
+    /// A streamed choice: new text, the log-probabilities of the tokens it
+    /// completes and, at the end, why it finished.
+    fn delta(
+        &self,
+        index: usize,
+        text: Option<&str>,
+        logprobs: Value,
+        finish: Option<FinishReason>,
+    ) -> Value {
         let finish = finish.map(finish_reason);
         if self.chat {
             let delta = match text {
                 Some(t) => json!({"content": t}),
                 None => json!({}),
             };
-            json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": finish})
+            json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
         } else {
-            json!({"index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            json!({"index": index, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish})
+        }
+    }
+
+    /// The text of one token; a token that is only part of a character reads
+    /// as U+FFFD, as in a streamed decode.
+    fn token_text(&self, id: u32) -> String {
+        self.tokenizer.decode(&[id], false).unwrap_or_default()
+    }
+
+    /// `logprobs` of a choice (or chunk) in the endpoint's shape; `offset`
+    /// is where the tokens' text starts in the choice's text (completions'
+    /// `text_offset`, in characters). `null` when none were asked for.
+    fn logprobs(&self, tokens: &[TokenLogprob], offset: &mut usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        if self.chat {
+            let entry = |id: u32, logprob: f32| {
+                let text = self.token_text(id);
+                json!({"token": text, "logprob": logprob, "bytes": text.as_bytes()})
+            };
+            let content: Vec<Value> = tokens
+                .iter()
+                .map(|t| {
+                    let mut e = entry(t.token, t.logprob);
+                    e["top_logprobs"] = t.top.iter().map(|&(id, lp)| entry(id, lp)).collect();
+                    e
+                })
+                .collect();
+            json!({"content": content, "refusal": null})
+        } else {
+            let mut texts = Vec::new();
+            let mut offsets = Vec::new();
+            for t in tokens {
+                let text = self.token_text(t.token);
+                offsets.push(*offset);
+                *offset += text.chars().count();
+                texts.push(text);
+            }
+            let top: Vec<Value> = tokens
+                .iter()
+                .map(|t| {
+                    let alternatives: serde_json::Map<String, Value> = t
+                        .top
+                        .iter()
+                        .map(|&(id, lp)| (self.token_text(id), json!(lp)))
+                        .collect();
+                    Value::Object(alternatives)
+                })
+                .collect();
+            let token_logprobs: Vec<f32> = tokens.iter().map(|t| t.logprob).collect();
+            json!({
+                "tokens": texts,
+                "token_logprobs": token_logprobs,
+                "top_logprobs": top,
+                "text_offset": offsets,
+            })
         }
     }
 }
@@ -338,15 +466,21 @@ async fn collect(
     mut updates: mpsc::UnboundedReceiver<(usize, Update)>,
     _admission: Admission,
     deadline: tokio::time::Instant,
+    mut clock: LatencyClock,
 ) -> Result<Response, ApiError> {
     let mut done: Vec<Option<Generation>> = vec![None; n];
+    let mut logprobs: Vec<Vec<TokenLogprob>> = vec![Vec::new(); n];
     while done.iter().any(Option::is_none) {
         let update = tokio::time::timeout_at(deadline, updates.recv()).await;
         // Returning drops `updates`, which cancels the request's sequences.
         let update = update.map_err(|_| timed_out())?;
         match update {
-            Some((_, Update::Text(_))) => {}
-            Some((choice, Update::Done(generation))) => done[choice] = Some(generation),
+            Some((choice, Update::Logprob(l))) => logprobs[choice].push(l),
+            Some((choice, Update::Text(_))) => clock.text(choice),
+            Some((choice, Update::Done(generation))) => {
+                clock.finished();
+                done[choice] = Some(generation);
+            }
             Some((_, Update::Failed(message))) => return Err(engine_failure(message)),
             None => return Err(engine_failure("the engine stopped".into())),
         }
@@ -356,18 +490,20 @@ async fn collect(
     let cached_tokens = generations[0].cached_tokens;
     let choices = generations
         .into_iter()
+        .zip(&logprobs)
         .enumerate()
-        .map(|(index, g)| {
+        .map(|(index, (g, tokens))| {
             let finish = finish_reason(g.finish);
+            let logprobs = reply.logprobs(tokens, &mut 0);
             if reply.chat {
                 json!({
                     "index": index,
                     "message": {"role": "assistant", "content": g.text},
-                    "logprobs": null,
+                    "logprobs": logprobs,
                     "finish_reason": finish,
                 })
             } else {
-                json!({"index": index, "text": g.text, "logprobs": null, "finish_reason": finish})
+                json!({"index": index, "text": g.text, "logprobs": logprobs, "finish_reason": finish})
             }
         })
         .collect();
@@ -386,6 +522,7 @@ fn stream(
     mut updates: mpsc::UnboundedReceiver<(usize, Update)>,
     admission: Admission,
     deadline: tokio::time::Instant,
+    mut clock: LatencyClock,
 ) -> Response {
     let (events, body) = mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {
@@ -405,6 +542,10 @@ fn stream(
             }
         }
         let (mut left, mut completion_tokens, mut cached_tokens) = (n, 0, 0);
+        // Per choice: log-probabilities of tokens whose text is not sent yet,
+        // and where the next text starts.
+        let mut pending: Vec<Vec<TokenLogprob>> = vec![Vec::new(); n];
+        let mut offsets = vec![0; n];
         while left > 0 {
             let update = tokio::select! {
                 update = updates.recv() => update,
@@ -417,14 +558,30 @@ fn stream(
                 }
             };
             let chunk = match update {
-                Some((index, Update::Text(text))) => reply.delta(index, Some(&text), None),
+                Some((index, Update::Logprob(l))) => {
+                    pending[index].push(l);
+                    continue;
+                }
+                Some((index, Update::Text(text))) => {
+                    clock.text(index);
+                    let tokens = std::mem::take(&mut pending[index]);
+                    let logprobs = reply.logprobs(&tokens, &mut offsets[index]);
+                    reply.delta(index, Some(&text), logprobs, None)
+                }
                 Some((index, Update::Done(generation))) => {
+                    clock.finished();
                     left -= 1;
                     if index == 0 {
                         cached_tokens = generation.cached_tokens;
                     }
                     completion_tokens += generation.tokens.len();
-                    reply.delta(index, None, Some(generation.finish))
+                    let tokens = std::mem::take(&mut pending[index]);
+                    let logprobs = if tokens.is_empty() {
+                        Value::Null
+                    } else {
+                        reply.logprobs(&tokens, &mut offsets[index])
+                    };
+                    reply.delta(index, None, logprobs, Some(generation.finish))
                 }
                 Some((_, Update::Failed(message))) => {
                     let _ = events

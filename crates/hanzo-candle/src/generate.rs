@@ -150,6 +150,7 @@ impl SamplingArgs {
                 seed: self.seed,
             },
             stop: self.stop.clone(),
+            logprobs: None,
         }
     }
 }

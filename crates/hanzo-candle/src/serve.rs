@@ -2,12 +2,16 @@
 
 use crate::generate::ModelArgs;
 use candle_engine::Backend;
-use candle_serve::ServeOptions;
+use candle_serve::{ModelOptions, ServeOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// Serve several models, described in a TOML file (see docs/SERVER.md);
+    /// fields an entry leaves out take this command line's values.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    config: Option<std::path::PathBuf>,
     /// Sequences decoded together (KV cache slots).
     #[arg(long, visible_alias = "parallel", default_value_t = 8)]
     slots: usize,
@@ -31,21 +35,34 @@ pub struct ServeArgs {
     /// and answered 504 (or, streaming, ended with an error event).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     timeout: u64,
+    /// Seconds running requests may take to finish after SIGTERM (or
+    /// Ctrl-C); then they are cancelled and the server exits 0.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    grace: u64,
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     args.model.threads.apply()?;
-    candle_serve::run(ServeOptions {
-        model: args.model.model.clone(),
+    let model = ModelOptions {
+        name: None,
+        source: args.model.model.clone(),
         ctx: args.model.ctx,
         backend: Backend::from_name(&args.model.device)?,
         precision: args.model.precision(),
         slots: args.slots,
         step_tokens: args.step_tokens,
+    };
+    let models = match &args.config {
+        Some(path) => candle_serve::config::read(path, &model)?,
+        None => vec![model],
+    };
+    candle_serve::run(ServeOptions {
+        models,
         queue: args.queue,
         host: args.host.clone(),
         port: args.port,
         api_key: args.api_key.clone(),
         timeout: std::time::Duration::from_secs(args.timeout),
+        grace: std::time::Duration::from_secs(args.grace),
     })
 }

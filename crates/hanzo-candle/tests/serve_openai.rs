@@ -82,10 +82,12 @@ fn start(args: &[&str]) -> Server {
         model.display()
     );
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_hanzo-candle"))
-        .arg("serve")
-        .arg("-m")
-        .arg(&model)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hanzo-candle"));
+    command.arg("serve");
+    if !args.contains(&"--config") {
+        command.arg("-m").arg(&model);
+    }
+    let child = command
         .args(["--port", &port.to_string(), "-t", "2"])
         .args(args)
         .stdout(Stdio::null())
@@ -133,6 +135,7 @@ fn run_client(mode: &str, server: &Server, key: &str) {
 
 #[test]
 fn the_openai_client_gets_what_the_api_promises() {
+    // Fewer slots than the 16 concurrent requests: some of them queue.
     let server = start(&["--slots", "8", "--api-key", "test-key"]);
     run_client("main", &server, "test-key");
     // Still healthy after every error case.
@@ -147,8 +150,57 @@ fn overload_is_429_and_disconnected_or_timed_out_requests_free_their_slot() {
 }
 
 #[test]
-fn sigterm_stops_the_server_with_status_0() {
-    let mut server = start(&["--slots", "1"]);
+fn several_models_from_a_config_file_are_served_by_name() {
+    let dir = std::env::temp_dir().join(format!("hanzo-serve-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("models.toml");
+    let model = models_dir().join(MODEL_FILE);
+    std::fs::write(
+        &config,
+        format!(
+            "[[model]]\nsource = {path:?}\nslots = 2\n\n\
+             [[model]]\nname = \"second\"\nsource = {path:?}\nslots = 1\nkv_cache = \"f32\"\n",
+            path = model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let server = start(&["--config", config.to_str().unwrap()]);
+    run_client("config", &server, "unused");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends a completion request on a new connection and returns it, unread.
+fn send_completion(port: u16, max_tokens: usize, stream: bool) -> TcpStream {
+    let body = format!(
+        r#"{{"model":"{MODEL_ID}","prompt":"Once upon a time","max_tokens":{max_tokens},"temperature":0,"stream":{stream}}}"#
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+/// A running sequence, per `/metrics`.
+fn wait_until_running(port: u16, sequences: usize) {
+    let wanted = format!("hanzo_candle_running_sequences{{model=\"{MODEL_ID}\"}} {sequences}\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(port, "/metrics").is_some_and(|(_, body)| body.contains(&wanted)) {
+        assert!(Instant::now() < deadline, "never {sequences} running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_finishes_short_requests_cancels_long_ones_after_the_grace_period_and_exits_0() {
+    let mut server = start(&["--slots", "2", "--grace", "3"]);
+    let mut long = send_completion(server.port, 4000, true);
+    let mut short = send_completion(server.port, 16, false);
+    wait_until_running(server.port, 2);
+    let signalled = Instant::now();
     // SAFETY: kill(2) on our own child's pid.
     let sent = unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(sent, 0);
@@ -161,4 +213,20 @@ fn sigterm_stops_the_server_with_status_0() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "exited before the grace period although a request was running"
+    );
+    let mut answer = String::new();
+    short.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains(r#""finish_reason":"length""#),
+        "the short request finished: {answer}"
+    );
+    let mut streamed = String::new();
+    let _ = long.read_to_string(&mut streamed);
+    assert!(
+        streamed.starts_with("HTTP/1.1 200") && !streamed.contains("[DONE]"),
+        "the long stream was cut: {streamed}"
+    );
 }
