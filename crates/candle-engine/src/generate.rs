@@ -39,15 +39,37 @@ pub fn generate(
         step_tokens: cache.max_step_tokens().max(cache.slots()),
     };
     let mut scheduler = Scheduler::new(decoder, tokenizer, cache, options)?;
+    generate_with(&mut scheduler, prompts, params, on_event)
+}
+
+/// [`generate`] on a scheduler that lives longer than one call, so that a
+/// prompt continuing an earlier one (the next turn of a chat) reuses the
+/// cache entries that call left; `Generation::cached_tokens` says how many.
+pub fn generate_with(
+    scheduler: &mut Scheduler<'_>,
+    prompts: &[Vec<u32>],
+    params: &GenerationParams,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<Generation>> {
     let mut ids = Vec::with_capacity(prompts.len());
     for (i, prompt) in prompts.iter().enumerate() {
         let mut params = params.clone();
         params.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
-        let id = scheduler.add(prompt.clone(), params).map_err(|e| match e {
-            Error::InvalidBatch(reason) => Error::InvalidBatch(format!("prompt {i}: {reason}")),
-            e => e,
-        })?;
-        ids.push(id);
+        match scheduler.add(prompt.clone(), params) {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                // The scheduler outlives this call: leave nothing of ours in it.
+                ids.iter().for_each(|&id| {
+                    scheduler.cancel(id);
+                });
+                return Err(match e {
+                    Error::InvalidBatch(reason) => {
+                        Error::InvalidBatch(format!("prompt {i}: {reason}"))
+                    }
+                    e => e,
+                });
+            }
+        }
     }
     let index = |id| ids.iter().position(|&i| i == id).expect("our request");
     let mut results: Vec<Option<Generation>> = vec![None; prompts.len()];
@@ -69,7 +91,12 @@ pub fn generate(
                     text: &text,
                 }),
                 StepEvent::Finished { id, generation } => results[index(id)] = Some(generation),
-                StepEvent::Failed { error, .. } => return Err(Error::StepFailed(error)),
+                StepEvent::Failed { error, .. } => {
+                    ids.iter().for_each(|&id| {
+                        scheduler.cancel(id);
+                    });
+                    return Err(Error::StepFailed(error));
+                }
                 StepEvent::Logprob { .. } => {}
             }
         }

@@ -3,10 +3,11 @@
 use crate::threads::ThreadsArg;
 use anyhow::Context;
 use candle_engine::chat::Message;
-use candle_engine::generate::{generate, Event, FinishReason, GenerationParams};
+use candle_engine::generate::{generate_with, Event, FinishReason, GenerationParams};
 use candle_engine::kv_cache::{CacheOptions, KvCache, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::sampling::SamplingParams;
+use candle_engine::scheduler::{Scheduler, SchedulerOptions};
 use candle_engine::Backend;
 use candle_serve::models;
 use std::io::Write;
@@ -185,7 +186,8 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     };
     let ids = model.tokenizer.encode(&prompt, true)?;
     let mut cache = args.model.new_cache(&model)?;
-    let stats = stream(&model, &mut cache, &ids, &params)?;
+    let mut scheduler = scheduler(&model, &mut cache)?;
+    let stats = stream(&mut scheduler, &ids, &params)?;
     stats.report();
     Ok(())
 }
@@ -199,6 +201,9 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
         messages.push(Message::new("system", system));
     }
     let mut cache = args.model.new_cache(&model)?;
+    // One scheduler for the whole conversation: each turn's prompt starts
+    // with the previous turns, whose cache entries it reuses.
+    let mut scheduler = scheduler(&model, &mut cache)?;
     eprintln!("Type a message and press Enter; an empty line or Ctrl-D quits.");
     let stdin = std::io::stdin();
     loop {
@@ -210,7 +215,7 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
         messages.push(Message::new("user", line.trim_end()));
         let prompt = model.chat.render(&messages, true)?;
         let ids = model.tokenizer.encode(&prompt, true)?;
-        match stream(&model, &mut cache, &ids, &params) {
+        match stream(&mut scheduler, &ids, &params) {
             Ok(stats) => {
                 messages.push(Message::new("assistant", &stats.text));
                 stats.report();
@@ -226,15 +231,28 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
 struct Stats {
     text: String,
     prompt_tokens: usize,
+    /// Prompt tokens reused from the previous turn's cache entries.
+    cached_tokens: usize,
     generated: usize,
     prefill: Duration,
     decode: Duration,
     finish: FinishReason,
 }
 
+fn scheduler<'a>(model: &'a Model, cache: &'a mut KvCache) -> anyhow::Result<Scheduler<'a>> {
+    let options = SchedulerOptions {
+        step_tokens: PREFILL_CHUNK,
+    };
+    Ok(Scheduler::new(
+        &model.decoder,
+        &model.tokenizer,
+        cache,
+        options,
+    )?)
+}
+
 fn stream(
-    model: &Model,
-    cache: &mut KvCache,
+    scheduler: &mut Scheduler<'_>,
     ids: &[u32],
     params: &GenerationParams,
 ) -> anyhow::Result<Stats> {
@@ -242,10 +260,8 @@ fn stream(
     let mut prefill_done = None;
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let results = generate(
-        &model.decoder,
-        &model.tokenizer,
-        cache,
+    let results = generate_with(
+        scheduler,
         &[ids.to_vec()],
         params,
         &mut |event| match event {
@@ -268,6 +284,7 @@ fn stream(
         generated: result.tokens.len(),
         text: result.text,
         prompt_tokens: result.prompt_tokens,
+        cached_tokens: result.cached_tokens,
         prefill: prefill_done - started,
         decode: end - prefill_done,
         finish: result.finish,
@@ -278,9 +295,13 @@ impl Stats {
     fn report(&self) {
         let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
         eprintln!(
-            "prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s | time to first token {:.0} ms | peak RSS {} | stop: {:?}",
+            "prompt {} tokens{}, {:.1} tok/s | generated {} tokens, {:.1} tok/s | time to first token {:.0} ms | peak RSS {} | stop: {:?}",
             self.prompt_tokens,
-            rate(self.prompt_tokens, self.prefill),
+            match self.cached_tokens {
+                0 => String::new(),
+                n => format!(" ({n} reused)"),
+            },
+            rate(self.prompt_tokens - self.cached_tokens, self.prefill),
             self.generated,
             // The first token comes out of the prefill step.
             rate(self.generated.saturating_sub(1), self.decode),

@@ -102,6 +102,37 @@ fn chat_template_fallback_and_stop_strings_work() {
 }
 
 #[test]
+fn the_second_chat_turn_reuses_the_first_turns_cache_entries() {
+    let dir = temp_dir("chat-turns");
+    let model = tiny_model(&dir, "llama", false);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hanzo-candle"))
+        .args(["chat", "-m", model.to_str().unwrap(), "-n", "3", "-t", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\nagain\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reports: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.contains("prompt "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(!reports[0].contains("reused"), "{}", reports[0]);
+    assert!(reports[1].contains(" reused)"), "{}", reports[1]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_input_fails_cleanly() {
     let dir = temp_dir("bad");
     let model = tiny_model(&dir, "llama", false);
