@@ -68,6 +68,7 @@ pub fn run(
         max_step_tokens: options.step_tokens,
         precision: options.precision,
     })?;
+    cache.commit_memory();
     let scheduler_options = SchedulerOptions {
         step_tokens: options.step_tokens,
     };

@@ -108,6 +108,32 @@ impl HostKv {
         Ok(Self { layers })
     }
 
+    /// Writes one value per memory page, so that the kernel backs every
+    /// page now.
+    pub(crate) fn commit_memory(&mut self) {
+        fn touch<T: Copy + Default>(values: &mut [T]) {
+            let stride = (4096 / std::mem::size_of::<T>()).max(1);
+            for v in values.iter_mut().step_by(stride) {
+                // Volatile: storing a zero over calloc'd memory is otherwise
+                // a store the optimiser may drop.
+                // SAFETY: `v` is a valid, exclusive reference.
+                unsafe { std::ptr::write_volatile(v, T::default()) };
+            }
+        }
+        for layer in &mut self.layers {
+            match &mut layer.values {
+                Values::F32 { k, v } => {
+                    touch(k);
+                    touch(v);
+                }
+                Values::F16 { k, v } => {
+                    touch(k);
+                    touch(v);
+                }
+            }
+        }
+    }
+
     /// Bytes of keys and values.
     pub(crate) fn bytes(&self) -> usize {
         self.layers

@@ -167,6 +167,18 @@ impl KvCache {
         values + self.ring.bytes()
     }
 
+    /// Makes every page of a host cache resident now. A fresh cache commits
+    /// memory only as positions are first written, so a server's resident
+    /// size would creep up for minutes until every slot had held its longest
+    /// sequence; committed up front, it is the steady-state size from the
+    /// start, and a machine short of memory fails at startup, not under
+    /// load. (A device cache is allocated in full already.)
+    pub fn commit_memory(&mut self) {
+        if let Storage::Host(host) = &mut self.storage {
+            host.commit_memory();
+        }
+    }
+
     /// Fails with a clear error when `new_tokens` more tokens do not fit the
     /// context of `slot`.
     pub fn check_room(&self, slot: usize, new_tokens: usize) -> Result<()> {
