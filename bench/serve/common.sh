@@ -1,13 +1,24 @@
 # Shared by bench/serve/run.sh and bench/serve/soak.sh (sourced, not run):
 # the settings both servers get, and starting, waiting for and stopping them.
 #
-# Environment: HANZO_CANDLE_MODELS (default ~/.cache/hanzo-candle/models),
-# SERVE_MODEL (default $HANZO_CANDLE_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf),
-# SERVE_THREADS (2), SERVE_SLOTS (16), SERVE_CTX (context per slot, 1024; the
-# llama-server gets SERVE_CTX x SERVE_SLOTS, which it splits evenly over its
-# slots), SERVE_MAX_TOKENS (64), SERVE_PORT (18080), HANZO_CANDLE_BIN (our
-# binary; default: built here with `cargo build --release -p hanzo-candle`),
-# PYTHON (default python3; runs the standard-library load generator).
+# Environment:
+#   HANZO_CANDLE_MODELS  model folder (default ~/.cache/hanzo-candle/models)
+#   SERVE_MODEL          default $HANZO_CANDLE_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+#   SERVE_THREADS        2
+#   SERVE_SLOTS          16
+#   SERVE_CTX            context per slot, 1024 (llama-server gets
+#                        SERVE_CTX x SERVE_SLOTS, which it splits evenly over
+#                        its slots when -np is given)
+#   SERVE_MAX_TOKENS     64
+#   SERVE_RAMP           seconds of load before the measured window, so the
+#                        first wave (all prompts arriving at once) is not
+#                        measured; 20
+#   SERVE_DRAIN          seconds the requests still running when the load
+#                        stops may take before they count as lost; 180
+#   SERVE_PORT           18080
+#   HANZO_CANDLE_BIN     our binary (default: `cargo build --release -p
+#                        hanzo-candle` into $CARGO_TARGET_DIR or ./target)
+#   PYTHON               python3; runs the standard-library load generator
 
 MODELS=${HANZO_CANDLE_MODELS:-$HOME/.cache/hanzo-candle/models}
 MODEL=${SERVE_MODEL:-$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -17,6 +28,7 @@ CTX=${SERVE_CTX:-1024}
 MAX_TOKENS=${SERVE_MAX_TOKENS:-64}
 PORT=${SERVE_PORT:-18080}
 DRAIN=${SERVE_DRAIN:-180}
+RAMP=${SERVE_RAMP:-20}
 PY=${PYTHON:-python3}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Errors must fit a log line: anyhow's message and causes, no backtrace.

@@ -3,22 +3,27 @@
 
 N clients each send a streaming chat completion (`stream: true`, greedy,
 fixed `max_tokens`, `stream_options.include_usage`), read the stream to its
-end, and send the next request at once, for a fixed time. Then no new
-requests start and the ones in flight are drained (up to --drain seconds), so
-every request ends up completed, failed or lost.
+end, and send the next request at once: for --ramp seconds (not measured:
+the first wave's prompts all arrive together), then for --duration seconds
+(the measured window). Then no new requests start and the ones in flight
+are drained (up to --drain seconds), so every request ends up completed,
+failed or lost.
 
 Standard library only (asyncio streams speaking HTTP/1.1), so the same
 interpreter runs it anywhere and the client costs the same for every server.
 
-    loadgen.py --url http://127.0.0.1:8080 --clients 16 --duration 30
+    loadgen.py --url http://127.0.0.1:8080 --clients 16 --ramp 10 --duration 30
 
 Prints one JSON object on stdout (or to --json FILE) and a readable line on
 stderr. What the figures mean:
-- tok_s: generated tokens whose chunk arrived inside the measuring window,
-  divided by the window. A request's tokens come from its usage
+- tok_s: generated tokens whose chunk arrived inside the measured window,
+  divided by the window (tok_s_whole_run: all tokens over the whole run,
+  ramp and drain included). A request's tokens come from its usage
   (`completion_tokens`) and are spread evenly over its content chunks, so a
   server that puts several tokens into one chunk is counted right.
-- ttft: from sending the request to the first chunk with non-empty content.
+- ttft: from sending the request to the first chunk with non-empty content;
+  like itl, over the requests started inside the window (all requests when
+  none did).
 - itl: gaps between consecutive content chunks of a request (what a reader
   of the stream sees; a chunk carrying several tokens shows as one gap).
 - failed: an HTTP status other than 200, an error event in the stream, or a
@@ -251,21 +256,29 @@ async def run(args):
         await warmup(args)
     results = []
     t0 = time.perf_counter()
-    stop_at = t0 + args.duration
-    tasks = [asyncio.ensure_future(client(i, args, prompts, stop_at, results)) for i in range(args.clients)]
-    _, pending = await asyncio.wait(tasks, timeout=args.duration + args.drain)
+    window = (t0 + args.ramp, t0 + args.ramp + args.duration)
+    tasks = [asyncio.ensure_future(client(i, args, prompts, window[1], results)) for i in range(args.clients)]
+    _, pending = await asyncio.wait(tasks, timeout=args.ramp + args.duration + args.drain)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     t_end = time.perf_counter()
-    return summarize(args, results, t0, stop_at, t_end)
+    return summarize(args, results, t0, window, t_end)
 
 
-def summarize(args, results, t0, window_end, t_end):
+def summarize(args, results, t0, window, t_end):
     completed = failed = lost = 0
     window_tokens = 0.0
-    all_tokens = 0
+    all_tokens = completed_tokens = 0
+    last_chunk = t0
     ttft, itl, errors = [], [], {}
+    # Latencies of the steady state: requests started inside the window
+    # (all requests when none did, e.g. when every request outlasts it).
+    in_window = [r for r in results if r.start >= window[0]] or results
+    for r in in_window:
+        if r.chunk_times:
+            ttft.append(r.chunk_times[0] - r.start)
+            itl.extend(b - a for a, b in zip(r.chunk_times, r.chunk_times[1:]))
     for r in results:
         if r.error:
             failed += 1
@@ -273,35 +286,38 @@ def summarize(args, results, t0, window_end, t_end):
             errors[key] = errors.get(key, 0) + 1
         elif r.done and r.finish:
             completed += 1
+            completed_tokens += r.tokens if r.tokens is not None else len(r.chunk_times)
         else:
             lost += 1
         if r.chunk_times:
-            ttft.append(r.chunk_times[0] - r.start)
-            itl.extend(b - a for a, b in zip(r.chunk_times, r.chunk_times[1:]))
+            last_chunk = max(last_chunk, r.chunk_times[-1])
             # Without usage (a stream cut short) count one token per chunk.
             tokens = r.tokens if r.tokens is not None else len(r.chunk_times)
             all_tokens += tokens
             per_chunk = tokens / len(r.chunk_times)
-            window_tokens += per_chunk * sum(1 for t in r.chunk_times if t <= window_end)
+            window_tokens += per_chunk * sum(1 for t in r.chunk_times if window[0] <= t <= window[1])
     ms = lambda v: None if v is None else round(v * 1000, 1)
     return {
         "url": args.url,
         "clients": args.clients,
         "duration_s": args.duration,
+        "ramp_s": args.ramp,
         "max_tokens": args.max_tokens,
         "seed": args.seed,
-        "tok_s": round(window_tokens / (window_end - t0), 2),
+        "tok_s": round(window_tokens / args.duration, 2),
+        "tok_s_whole_run": round(all_tokens / (last_chunk - t0), 2) if last_chunk > t0 else 0.0,
+        "latency_requests": len(in_window),
         "requests": len(results),
         "completed": completed,
         "failed": failed,
         "lost": lost,
         "generated_tokens": all_tokens,
-        "mean_tokens_per_request": round(all_tokens / completed, 1) if completed else None,
+        "mean_tokens_per_request": round(completed_tokens / completed, 1) if completed else None,
         "ttft_p50_ms": ms(percentile(ttft, 50)),
         "ttft_p99_ms": ms(percentile(ttft, 99)),
         "itl_p50_ms": ms(percentile(itl, 50)),
         "itl_p99_ms": ms(percentile(itl, 99)),
-        "drain_s": round(t_end - window_end, 1),
+        "drain_s": round(t_end - window[1], 1),
         "errors": errors,
     }
 
@@ -321,7 +337,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL (http only)")
     p.add_argument("--clients", type=int, default=1)
-    p.add_argument("--duration", type=float, default=30.0, help="seconds during which requests start")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds measured, after the ramp")
+    p.add_argument("--ramp", type=float, default=0.0,
+                   help="seconds of load before the measured window (the first wave's prompts arrive all at once)")
     p.add_argument("--drain", type=float, default=180.0, help="seconds to let running requests finish")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=1234, help="chooses the prompt set")
@@ -332,8 +350,8 @@ def main():
     p.add_argument("--label", default="", help="name shown in the readable line")
     p.add_argument("--json", default=None, help="also write the JSON here")
     args = p.parse_args()
-    if args.clients < 1 or args.duration <= 0 or args.max_tokens < 1:
-        p.error("--clients, --duration and --max-tokens must be positive")
+    if args.clients < 1 or args.duration <= 0 or args.max_tokens < 1 or args.ramp < 0:
+        p.error("--clients, --duration and --max-tokens must be positive, --ramp not negative")
     if not args.url.startswith("http://"):
         p.error("--url must be http://HOST:PORT")
     args.headers = f"Authorization: Bearer {args.api_key}\r\n" if args.api_key else ""

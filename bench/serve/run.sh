@@ -7,7 +7,10 @@
 #
 #   bench/serve/run.sh [DURATION_S] [CLIENTS...]     # defaults: 30; 1 4 16 64
 #
-# For every client count both servers run, one at a time, each started fresh
+# Each point loads the server for SERVE_RAMP seconds (default 20, not
+# measured: the first wave's prompts all arrive at once), then DURATION_S
+# measured seconds, then lets running requests finish (SERVE_DRAIN, 180 s)
+# before counting the rest as lost. For every client count both servers run, one at a time, each started fresh
 # and waited for (/health 200), then warmed by one request; which goes first
 # alternates from point to point so machine noise spreads over both. The
 # markdown table goes to stdout, progress to stderr, the per-point JSON and
@@ -33,7 +36,7 @@ ensure_llama
 set +e
 trap stop_server EXIT
 
-log "model $MODEL, $THREADS threads, $SLOTS slots, context $CTX per slot, $MAX_TOKENS tokens per request, ${DURATION} s per point; results in $OUT"
+log "model $MODEL, $THREADS threads, $SLOTS slots, context $CTX per slot, $MAX_TOKENS tokens per request, ${RAMP} s ramp + ${DURATION} s measured per point; results in $OUT"
 order=(ours llama)
 for clients in "${CLIENTS[@]}"; do
     for server in "${order[@]}"; do
@@ -44,9 +47,9 @@ for clients in "${CLIENTS[@]}"; do
             stop_server
             continue
         fi
-        log "$name: server $SERVER_PID up; ${DURATION} s of load"
+        log "$name: server $SERVER_PID up; ${RAMP} s ramp + ${DURATION} s measured"
         "$PY" "$HERE/loadgen.py" --url "http://127.0.0.1:$PORT" --clients "$clients" \
-            --duration "$DURATION" --max-tokens "$MAX_TOKENS" --drain "$DRAIN" --label "$name" \
+            --ramp "$RAMP" --duration "$DURATION" --max-tokens "$MAX_TOKENS" --drain "$DRAIN" --label "$name" \
             --json "$OUT/$name.json" >/dev/null
         stop_server
         ((SERVER_RC == 0)) || log "$server exited with status $SERVER_RC after SIGTERM (see $OUT/$name.log)"
