@@ -91,6 +91,18 @@ def make_prompts(seed, count):
     return prompts
 
 
+def deepest_prompt(prompts, seed):
+    """The longest prompt of the set with 5 more sentences of notes: longer
+    in tokens than any prompt of the set, so a request with it reaches every
+    KV position the set's requests can reach."""
+    rng = random.Random(seed)
+    extra = " ".join(rng.choice(SENTENCES) for _ in range(5))
+    longest = max(prompts, key=len)
+    if longest.startswith("Here are some notes:\n"):
+        return longest.replace("Here are some notes:\n", f"Here are some notes:\n{extra} ", 1)
+    return f"Here are some notes:\n{extra}\n\n{longest}"
+
+
 def percentile(values, q):
     """Nearest-rank percentile (q in 0..100); None for no values."""
     if not values:
@@ -218,7 +230,7 @@ async def client(index, args, prompts, stop_at, results):
     k = 0
     # Every client sends at least one request, however short the duration.
     while k == 0 or time.perf_counter() < stop_at:
-        prompt = prompts[(index * 7 + k) % len(prompts)]
+        prompt = args.deepest or prompts[(index * 7 + k) % len(prompts)]
         k += 1
         body = {
             "model": args.model,
@@ -252,6 +264,7 @@ async def warmup(args):
 
 async def run(args):
     prompts = make_prompts(args.seed, args.prompts)
+    args.deepest = deepest_prompt(prompts, args.seed) if args.deepest else None
     if args.warmup:
         await warmup(args)
     results = []
@@ -346,6 +359,9 @@ def main():
     p.add_argument("--prompts", type=int, default=64, help="size of the prompt set")
     p.add_argument("--model", default=None, help="the request's model field (default: the first of GET /v1/models)")
     p.add_argument("--api-key", default=None)
+    p.add_argument("--deepest", action="store_true",
+                   help="every request sends one prompt longer than any of the set (to fill each slot's KV cache "
+                        "as deep as the set's requests can reach, e.g. before measuring memory)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false")
     p.add_argument("--label", default="", help="name shown in the readable line")
     p.add_argument("--json", default=None, help="also write the JSON here")

@@ -3,7 +3,10 @@
 
 Reads OUT_DIR/{ours,llama}-c{N}.json (loadgen.py's output) and prints the
 side-by-side table, then the single-client figures and the issue's targets
-checked against them.
+checked against them. tok/s is measured in the window after the ramp;
+whole-run tok/s divides every generated token by the time from the first
+request to the last token (ramp and drain included), which still says
+something when requests outlast a short window.
 """
 
 import json
@@ -41,8 +44,8 @@ def main():
     rows = [
         "| clients | ours tok/s | llama-server tok/s | ratio | TTFT p50 / p99 ours | TTFT p50 / p99 llama-server "
         "| ITL p50 / p99 ours | ITL p50 / p99 llama-server | failed / lost ours | failed / lost llama-server "
-        "| tokens/request ours / llama-server |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tokens/request ours / llama-server | whole-run tok/s ours / llama-server |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     results = {}
     for n in clients:
@@ -51,11 +54,12 @@ def main():
         tok = lambda r: "n/a" if r is None else f"{r['tok_s']:.1f}"
         ratio = f"{ours['tok_s'] / llama['tok_s']:.2f}x" if ours and llama and llama["tok_s"] else "n/a"
         per_req = lambda r: "n/a" if r is None else str(r["mean_tokens_per_request"])
+        whole = lambda r: "n/a" if r is None else f"{r['tok_s_whole_run']:.1f}"
         rows.append(
             f"| {n} | {tok(ours)} | {tok(llama)} | {ratio} "
             f"| {pair(ours, 'ttft_p50_ms', 'ttft_p99_ms')} | {pair(llama, 'ttft_p50_ms', 'ttft_p99_ms')} "
             f"| {pair(ours, 'itl_p50_ms', 'itl_p99_ms')} | {pair(llama, 'itl_p50_ms', 'itl_p99_ms')} "
-            f"| {errors(ours)} | {errors(llama)} | {per_req(ours)} / {per_req(llama)} |"
+            f"| {errors(ours)} | {errors(llama)} | {per_req(ours)} / {per_req(llama)} | {whole(ours)} / {whole(llama)} |"
         )
     print("\n".join(rows))
     print()
