@@ -141,37 +141,14 @@ impl Sampler {
             return Ok(best.0);
         }
 
-        // Probabilities at this temperature, most likely first (ties by id
-        // so that the order, and hence the draw, is deterministic).
         let (max_logit, inv_t) = (best.1, 1.0 / p.temperature);
         self.candidates.retain(|(_, l)| *l > f32::NEG_INFINITY);
         for (_, l) in self.candidates.iter_mut() {
             *l = ((*l - max_logit) * inv_t).exp();
         }
-        self.candidates
-            .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if p.top_k > 0 {
-            self.candidates.truncate(p.top_k);
-        }
-        let total: f32 = self.candidates.iter().map(|c| c.1).sum();
-        if p.top_p < 1.0 {
-            let mut cumulative = 0.0;
-            let keep = self
-                .candidates
-                .iter()
-                .position(|c| {
-                    cumulative += c.1 / total;
-                    cumulative >= p.top_p
-                })
-                .map_or(self.candidates.len(), |i| i + 1);
-            self.candidates.truncate(keep);
-        }
-        if p.min_p > 0.0 {
-            // Sorted and filtered, the first candidate is still the most
-            // likely token.
-            let threshold = p.min_p * self.candidates[0].1;
-            self.candidates.retain(|c| c.1 >= threshold);
-        }
+        keep_likely(&mut self.candidates, p.top_k, p.top_p, p.min_p);
+        // Any fixed order of the kept tokens draws each with its
+        // probability; the filters leave a deterministic one.
         let total: f32 = self.candidates.iter().map(|c| c.1).sum();
         let mut target = self.rng.random::<f32>() * total;
         for &(id, weight) in &self.candidates {
@@ -182,6 +159,52 @@ impl Sampler {
         }
         // Rounding can leave `target` a hair above the last weight.
         Ok(self.candidates.last().map_or(best.0, |c| c.0))
+    }
+}
+
+/// Most likely first; ties by id, so that the order is total.
+fn more_likely(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Keeps the `(token, weight)` candidates that top-k, top-p and min-p (each
+/// off at 0, 1 and 0) all keep. Each filter keeps a most-likely prefix of
+/// the sorted candidates, so only as much is sorted as the prefix needs:
+/// a full sort of a 50k-token vocabulary per token would cost more than a
+/// decode step of a small model.
+fn keep_likely(candidates: &mut Vec<(u32, f32)>, top_k: usize, top_p: f32, min_p: f32) {
+    if top_k > 0 && top_k < candidates.len() {
+        candidates.select_nth_unstable_by(top_k - 1, more_likely);
+        candidates.truncate(top_k);
+    }
+    // top-p's mass is relative to what top-k kept, before min-p.
+    let total: f32 = candidates.iter().map(|c| c.1).sum();
+    if min_p > 0.0 {
+        let most = candidates.iter().map(|c| c.1).fold(0.0, f32::max);
+        candidates.retain(|c| c.1 >= min_p * most);
+    }
+    if top_p >= 1.0 {
+        return;
+    }
+    // Sort a growing prefix until it holds top-p's mass.
+    let mut sorted = 64.min(candidates.len());
+    loop {
+        if sorted < candidates.len() {
+            candidates.select_nth_unstable_by(sorted - 1, more_likely);
+        }
+        candidates[..sorted].sort_unstable_by(more_likely);
+        let mut cumulative = 0.0;
+        if let Some(last) = candidates[..sorted].iter().position(|c| {
+            cumulative += c.1;
+            cumulative >= top_p * total
+        }) {
+            candidates.truncate(last + 1);
+            return;
+        }
+        if sorted == candidates.len() {
+            return;
+        }
+        sorted = (sorted * 4).min(candidates.len());
     }
 }
 
@@ -281,6 +304,45 @@ mod tests {
             &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0],
             draws,
         );
+    }
+
+    #[test]
+    fn filters_on_a_large_vocabulary_keep_the_sets_their_definitions_give() {
+        // Weights 1/(1 + i) in a scrambled id order: token t has weight
+        // 1/(1 + rank(t)), so each filter's set is known by rank.
+        let n = 5000usize;
+        let rank = |id: usize| (id * 7919) % n;
+        let weights: Vec<(u32, f32)> = (0..n)
+            .map(|id| (id as u32, 1.0 / (1.0 + rank(id) as f32)))
+            .collect();
+        let total: f32 = weights.iter().map(|c| c.1).sum();
+        let kept = |k, p, m| {
+            let mut c = weights.clone();
+            keep_likely(&mut c, k, p, m);
+            let mut ranks: Vec<usize> = c.iter().map(|&(id, _)| rank(id as usize)).collect();
+            ranks.sort_unstable();
+            ranks
+        };
+        assert_eq!(kept(40, 1.0, 0.0), (0..40).collect::<Vec<_>>());
+        // min-p 0.01 keeps weights >= 0.01: ranks 0..=99.
+        assert_eq!(kept(0, 1.0, 0.01), (0..100).collect::<Vec<_>>());
+        // top-p: the shortest rank prefix whose mass reaches p (the harmonic
+        // numbers), found past the first sorted block of 64.
+        let p = 0.8;
+        let mut cumulative = 0.0;
+        let needed = (0..n)
+            .position(|r| {
+                cumulative += 1.0 / (1.0 + r as f32);
+                cumulative >= p * total
+            })
+            .unwrap()
+            + 1;
+        assert!(needed > 64, "the prefix must outgrow the first block");
+        assert_eq!(kept(0, p, 0.0), (0..needed).collect::<Vec<_>>());
+        // Together: top-k first, then top-p of what it kept.
+        // 1 + 1/2 = 1.5 reaches 0.5 * H(10) = 1.46; 1 alone does not.
+        assert_eq!(kept(10, 0.5, 0.0), [0, 1]);
+        assert_eq!(kept(0, 1.0, 0.0).len(), n);
     }
 
     #[test]
