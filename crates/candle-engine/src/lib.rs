@@ -7,6 +7,8 @@ mod backend;
 pub mod chat;
 pub mod config;
 pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod encoder;
 mod error;
 pub mod generate;
 pub mod gguf;
@@ -26,6 +28,8 @@ pub mod weights;
 
 pub use backend::Backend;
 pub use config::{DecoderConfig, Family, RopeLayout};
+#[cfg(not(target_arch = "wasm32"))]
+pub use encoder::{Embedder, Embedding, RerankScore, Reranker};
 pub use error::{Error, Result};
 pub use kv_cache::{CacheOptions, KvCache, KvPrecision};
 pub use model::{Batch, Decoder};

@@ -275,6 +275,9 @@ mod native {
     /// memory-mapped; tensors are borrowed from the mappings.
     pub struct SafetensorsDir {
         tensors: HashMap<String, (usize, QuantType, Vec<usize>, std::ops::Range<usize>)>,
+        /// Tensors of other dtypes (integer buffers such as BERT's
+        /// `position_ids`): an error only when asked for.
+        unsupported: HashMap<String, String>,
         maps: Vec<Arc<memmap2::Mmap>>,
     }
 
@@ -290,10 +293,11 @@ mod native {
             Self::open_files(&files)
         }
 
-        /// Maps `files` (the shards of one checkpoint); every tensor must be
-        /// f32, f16 or bf16.
+        /// Maps `files` (the shards of one checkpoint); the tensors read
+        /// from it must be f32, f16 or bf16.
         pub fn open_files(files: &[PathBuf]) -> Result<Self> {
             let mut tensors = HashMap::new();
+            let mut unsupported = HashMap::new();
             let mut maps = Vec::new();
             for path in files {
                 let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -309,10 +313,14 @@ mod native {
                         safetensors::Dtype::F16 => QuantType::F16,
                         safetensors::Dtype::BF16 => QuantType::BF16,
                         other => {
-                            return Err(Error::InvalidModel(format!(
-                                "{}: tensor {name} has dtype {other:?}; supported: F32, F16, BF16",
-                                path.display()
-                            )))
+                            unsupported.insert(
+                                name.clone(),
+                                format!(
+                                    "{}: tensor {name} has dtype {other:?}; supported: F32, F16, BF16",
+                                    path.display()
+                                ),
+                            );
+                            continue;
                         }
                     };
                     let (start, end) = info.data_offsets;
@@ -328,7 +336,11 @@ mod native {
                 }
                 maps.push(Arc::new(map));
             }
-            Ok(Self { tensors, maps })
+            Ok(Self {
+                tensors,
+                unsupported,
+                maps,
+            })
         }
 
         /// The names of all tensors, as the checkpoint spells them, in no
@@ -344,6 +356,9 @@ mod native {
         }
 
         fn get(&self, key: &str) -> Result<Option<RawTensor>> {
+            if let Some(message) = self.unsupported.get(key) {
+                return Err(Error::InvalidModel(message.clone()));
+            }
             let Some((file, ty, dims, range)) = self.tensors.get(key) else {
                 return Ok(None);
             };

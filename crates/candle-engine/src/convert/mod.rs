@@ -11,11 +11,15 @@
 //! (`layout`); then [`candle_quant::preset`] chooses the types and
 //! [`candle_quant::gguf::write_gguf`] streams the file.
 //!
+//! [`quantize_encoder_dir`] (`encoder`) does the same for BERT encoders,
+//! in llama.cpp's `bert` layout.
+//!
 //! [`gguf_to_hf_dir`] (`to_safetensors`) goes back: a GGUF llama file becomes
 //! an f32 safetensors directory (dequantized, permutation undone) that
 //! `transformers` and [`crate::loader::Model::load`] read.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod encoder;
 mod files;
 mod layout;
 mod metadata;
@@ -23,6 +27,7 @@ mod to_gguf;
 mod to_safetensors;
 mod vocab;
 
+pub use encoder::quantize_encoder_dir;
 pub use layout::{deinterleave_rope_rows, interleave_rope_rows};
 pub use to_gguf::{quantize_hf_dir, QuantizeSummary};
 pub use to_safetensors::gguf_to_hf_dir;

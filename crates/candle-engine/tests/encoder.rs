@@ -1,0 +1,283 @@
+//! Encoders against sentence-transformers and `transformers` (PyTorch, f32):
+//! the fixtures and the tiny random models under `fixtures/encoders/` come
+//! from `scripts/gen_encoder_fixtures.py`; the real all-MiniLM-L6-v2 from
+//! `scripts/fetch-models.sh minilm` (which `scripts/test.sh` runs first).
+//!
+//! Tolerance: 1e-4 absolute on every value. Both sides compute in f32 with
+//! different summation orders (packed rows and our attention here, MKL/oneDNN
+//! in PyTorch); over a few layers of LayerNorm-ed states of size ~1 that
+//! leaves differences around 1e-6, so 1e-4 has room while any real mistake
+//! (a wrong position, a missing bias, tanh instead of erf GELU) moves values
+//! by far more.
+
+use candle_engine::encoder::{is_encoder, Pooling};
+use candle_engine::{Embedder, Reranker};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders")
+}
+
+fn reference(name: &str) -> Value {
+    let path = fixtures().join(format!("{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("HANZO_CANDLE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/hanzo-candle/models")
+        })
+        .join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} is missing: run scripts/fetch-models.sh minilm",
+        dir.display()
+    );
+    dir
+}
+
+/// all-MiniLM-L6-v2 against sentence-transformers' `encode`: cosine ≥
+/// 0.99999 and max |diff| ≤ 1e-4 per vector, including texts cut at 256
+/// tokens (reported as truncated), emoji, CJK and Cyrillic, and the empty
+/// string.
+#[test]
+fn minilm_matches_sentence_transformers() {
+    let reference = reference("minilm");
+    let embedder = Embedder::load(&minilm_dir()).unwrap();
+    assert_eq!(embedder.dimension(), 384);
+    let pooling = embedder.pooling();
+    assert_eq!(pooling.pooling, Pooling::Mean);
+    assert!(pooling.normalize);
+    assert_eq!(
+        pooling.max_seq_length as u64,
+        reference["max_seq_length"].as_u64().unwrap()
+    );
+    let items = reference["items"].as_array().unwrap();
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
+    let ours = embedder.embed_detailed(&texts).unwrap();
+    for (item, got) in items.iter().zip(&ours) {
+        let want = floats(&item["embedding"]);
+        let (cos, diff) = (cosine(&got.vector, &want), max_diff(&got.vector, &want));
+        assert!(
+            cos >= 0.99999 && diff <= TOLERANCE,
+            "{:?}: cosine {cos}, max diff {diff}",
+            item["text"]
+        );
+        assert_eq!(got.tokens as u64, item["tokens"].as_u64().unwrap());
+        assert_eq!(got.truncated, item["truncated"].as_bool().unwrap());
+    }
+    assert!(ours.iter().any(|e| e.truncated));
+}
+
+/// A text gets the same vector whatever it is batched with (packing keeps
+/// texts apart; only the matmul's row blocking can differ).
+#[test]
+fn a_batch_gives_each_text_its_own_embedding() {
+    let embedder = Embedder::load(&minilm_dir()).unwrap();
+    let texts = [
+        "short",
+        "a somewhat longer sentence with more words in it",
+        "",
+        "the middle one 🍕",
+    ];
+    let batch = embedder.embed(&texts).unwrap();
+    for (text, together) in texts.iter().zip(&batch) {
+        let alone = embedder.embed(&[text]).unwrap().remove(0);
+        let diff = max_diff(&alone, together);
+        assert!(diff <= 1e-6, "{text:?}: {diff}");
+    }
+}
+
+fn check_tiny(name: &str, pooling: Pooling, normalized: bool) {
+    let reference = reference(name);
+    let dir = fixtures().join(name);
+    assert!(is_encoder(&dir).unwrap());
+    let embedder = Embedder::load(&dir).unwrap();
+    assert_eq!(embedder.pooling().pooling, pooling);
+    assert_eq!(embedder.pooling().normalize, normalized);
+    let h = embedder.dimension();
+    let key = match pooling {
+        Pooling::Mean => "mean",
+        Pooling::Cls => "cls",
+        Pooling::LastToken => "last",
+    };
+    for (i, item) in reference["items"].as_array().unwrap().iter().enumerate() {
+        let text = item["text"].as_str().unwrap();
+        let hidden = embedder.hidden_states(text).unwrap();
+        let want = floats(&item["hidden"]);
+        assert_eq!(hidden.len(), want.len(), "{name} {text:?}: token count");
+        let diff = max_diff(&hidden, &want);
+        assert!(diff <= TOLERANCE, "{name} {text:?}: hidden states {diff}");
+        let got = embedder.embed_detailed(&[text]).unwrap().remove(0);
+        assert_eq!(got.tokens * h, want.len());
+        assert_eq!(got.truncated, item["truncated"].as_bool().unwrap());
+        let pooled = match reference.get("pipeline") {
+            Some(pipeline) => floats(&pipeline[i]),
+            None => floats(&item[key]),
+        };
+        let diff = max_diff(&got.vector, &pooled);
+        assert!(diff <= TOLERANCE, "{name} {text:?}: pooled {diff}");
+    }
+}
+
+/// No sentence-transformers files: the documented default, mean pooling
+/// without normalisation.
+#[test]
+fn tiny_bert_matches_transformers() {
+    check_tiny("bert", Pooling::Mean, false);
+}
+
+/// CLS pooling and Normalize from its sentence-transformers files.
+#[test]
+fn tiny_roberta_matches_transformers() {
+    check_tiny("roberta", Pooling::Cls, true);
+}
+
+/// A `max_seq_length` of 12 cuts the longer texts, as transformers'
+/// tokenizer does with `truncation=True`.
+#[test]
+fn tiny_xlm_roberta_matches_transformers() {
+    check_tiny("xlm-roberta", Pooling::Mean, false);
+}
+
+fn check_reranker(name: &str) {
+    let reference = reference(name);
+    let reranker = Reranker::load(&fixtures().join(name)).unwrap();
+    for case in reference["rerank"].as_array().unwrap() {
+        let query = case["query"].as_str().unwrap();
+        let docs: Vec<&str> = case["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        let got: Vec<f32> = reranker
+            .score(query, &docs)
+            .unwrap()
+            .iter()
+            .map(|s| s.score)
+            .collect();
+        let diff = max_diff(&got, &floats(&case["scores"]));
+        assert!(diff <= TOLERANCE, "{name} {query:?}: {diff}");
+    }
+}
+
+#[test]
+fn tiny_bert_cross_encoder_scores_match_transformers() {
+    check_reranker("bert-reranker");
+}
+
+#[test]
+fn tiny_xlm_roberta_cross_encoder_scores_match_transformers() {
+    check_reranker("xlm-roberta-reranker");
+}
+
+#[test]
+fn bad_input_is_reported() {
+    let dir = fixtures().join("bert");
+    let embedder = Embedder::load(&dir).unwrap();
+    let err = embedder.embed(&[]).unwrap_err().to_string();
+    assert!(err.contains("no texts"), "{err}");
+    let err = embedder.embed_tokens(&[vec![1, 100_000]]).unwrap_err();
+    assert!(err.to_string().contains("word_embeddings"), "{err}");
+    // An embedding model is not a reranker.
+    let err = Reranker::load(&dir).err().unwrap().to_string();
+    assert!(err.contains("not a reranker"), "{err}");
+    let err = Embedder::load(&dir.join("missing"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
+    // A decoder directory is refused by name.
+    let decoder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/qwen2");
+    assert!(!is_encoder(&decoder).unwrap());
+    let err = Embedder::load(&decoder).err().unwrap().to_string();
+    assert!(err.contains("qwen2") && err.contains("bert"), "{err}");
+}
+
+/// llama.cpp's `convert_hf_to_gguf.py` conversion of the tiny BERT (f32):
+/// its vocabulary rebuilt into WordPiece gives transformers' token ids, and
+/// the states match transformers within the same 1e-4. Like llama.cpp, a
+/// GGUF embedder normalises by default.
+#[test]
+fn tiny_bert_gguf_matches_transformers() {
+    let reference = reference("bert");
+    let path = fixtures().join("bert.gguf");
+    assert!(is_encoder(&path).unwrap());
+    let mut embedder = Embedder::load(&path).unwrap();
+    assert!(embedder.pooling().normalize);
+    embedder.set_normalize(false);
+    for item in reference["items"].as_array().unwrap() {
+        let text = item["text"].as_str().unwrap();
+        let hidden = embedder.hidden_states(text).unwrap();
+        let want = floats(&item["hidden"]);
+        assert_eq!(hidden.len(), want.len(), "{text:?}: token count");
+        let diff = max_diff(&hidden, &want);
+        assert!(diff <= TOLERANCE, "{text:?}: hidden states {diff}");
+        let got = embedder.embed(&[text]).unwrap().remove(0);
+        let diff = max_diff(&got, &floats(&item["mean"]));
+        assert!(diff <= TOLERANCE, "{text:?}: pooled {diff}");
+    }
+}
+
+/// Our converter (`hanzo-candle quantize`) on the real model: Q8_0 and
+/// Q4_K_M files in llama.cpp's `bert` layout, against sentence-transformers'
+/// f32 vectors. The thresholds are quality floors (the measured cosines are
+/// printed), not exactness: quantization changes the weights, and our
+/// kernels (like llama.cpp's) also round every matmul's input to 8 bits.
+#[test]
+fn quantized_minilm_stays_close_to_sentence_transformers() {
+    use candle_engine::convert::quantize_encoder_dir;
+    use candle_quant::preset::Preset;
+    let reference = reference("minilm");
+    let items = reference["items"].as_array().unwrap();
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
+    let dir = std::env::temp_dir().join(format!("hanzo-encoder-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (preset, floor) in [(Preset::Q8_0, 0.998), (Preset::Q4KM, 0.95)] {
+        let out = dir.join(format!("minilm-{preset}.gguf"));
+        quantize_encoder_dir(&minilm_dir(), preset, &out, |_| {}).unwrap();
+        let embedder = Embedder::load(&out).unwrap();
+        assert_eq!(embedder.pooling().pooling, Pooling::Mean);
+        // The GGUF file's limit is the position table (512), not
+        // sentence-transformers' 256: compare the texts both see whole.
+        let mut worst = 1.0f64;
+        for (item, got) in items.iter().zip(embedder.embed(&texts).unwrap()) {
+            if item["truncated"].as_bool().unwrap() {
+                continue;
+            }
+            worst = worst.min(cosine(&got, &floats(&item["embedding"])));
+        }
+        eprintln!("{preset}: worst cosine to sentence-transformers f32 {worst:.6}");
+        assert!(worst >= floor, "{preset}: {worst}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
