@@ -6,7 +6,9 @@
 `main` expects a server with several slots and the API key API_KEY;
 `small` one started with `--slots 1 --queue 1 --timeout 5` (overload,
 disconnects and timeouts); `config` one started with `--config` serving the
-model as MODEL and as "second".
+model as MODEL and as "second"; `encoders FIXTURES` one serving
+all-MiniLM-L6-v2 as MODEL and the tiny cross-encoder of FIXTURES (the
+engine's encoder fixtures) as "reranker".
 Run by crates/hanzo-candle/tests/serve_openai.rs, which starts the servers.
 Every check raises on failure; the last line printed is "ok".
 """
@@ -226,7 +228,7 @@ def check_nothing_leaked(name=None):
     for _ in range(100):
         m = metrics()
         busy = [f"hanzo_candle_{g}{{model=\"{name}\"}}" for g in ("running_sequences", "queue_depth", "requests_in_flight")]
-        if all(m.get(k) == 0 for k in busy):
+        if all(m.get(k, 0) == 0 for k in busy):
             return m
         time.sleep(0.1)
     raise AssertionError(f"leaked: {[(k, m.get(k)) for k in busy]}")
@@ -391,6 +393,80 @@ def test_several_models():
     check(model in str(e) and "second" in str(e), f"404 names the models: {e}")
 
 
+def test_embeddings(fixtures):
+    """all-MiniLM-L6-v2 against sentence-transformers' vectors
+    (crates/candle-engine/tests/fixtures/encoders/minilm.json, made by
+    scripts/gen_encoder_fixtures.py): cosine >= 0.99999 and max |diff| <= 1e-4
+    per vector, as the engine's own test; base64 equals float; errors."""
+    import base64
+    import struct
+
+    # OpenAI's API refuses empty strings (checked below); the fixture's
+    # empty text is for the library.
+    reference = [i for i in json.load(open(f"{fixtures}/minilm.json"))["items"] if i["text"]]
+    texts = [item["text"] for item in reference]
+    r = client.embeddings.create(model=model, input=texts)
+    check(r.model == model and len(r.data) == len(texts), f"{r.model} {len(r.data)}")
+    for item, got in zip(reference, r.data):
+        want = item["embedding"]
+        vec = got.embedding
+        dot = sum(a * b for a, b in zip(vec, want))
+        cos = dot / math.sqrt(sum(a * a for a in vec) * sum(b * b for b in want))
+        diff = max(abs(a - b) for a, b in zip(vec, want))
+        check(cos >= 0.99999 and diff <= 1e-4, f"{item['text'][:40]!r}: cos {cos} diff {diff}")
+        check(got.model_extra.get("truncated") == item["truncated"], f"truncated flag of {item['text'][:40]!r}")
+    check(r.usage.prompt_tokens == sum(item["tokens"] for item in reference), f"usage {r.usage}")
+    one = client.embeddings.create(model=model, input=texts[0]).data[0].embedding
+    check(max(abs(a - b) for a, b in zip(one, r.data[0].embedding)) <= 1e-5, "alone equals in a batch")
+    status, _, body = raw("POST", "/v1/embeddings", {"model": model, "input": texts[:2], "encoding_format": "base64"})
+    check(status == 200, f"base64: {status} {body}")
+    for item, want in zip(json.loads(body)["data"], r.data[:2]):
+        raw_bytes = base64.b64decode(item["embedding"])
+        vec = struct.unpack(f"<{len(raw_bytes) // 4}f", raw_bytes)
+        check(max(abs(a - b) for a, b in zip(vec, want.embedding)) <= 1e-6, "base64 decodes to the floats")
+    tokens = client.embeddings.create(model=model, input=[[101, 7592, 2088, 102]])
+    check(len(tokens.data[0].embedding) == len(one) and tokens.usage.prompt_tokens == 4, "token ids")
+    dim = len(one)
+    create = client.embeddings.create
+    check(len(create(model=model, input="x", dimensions=dim).data[0].embedding) == dim, "dimensions = width")
+    expect_error(400, "dimensions", lambda: create(model=model, input="x", dimensions=dim // 2))
+    expect_error(400, "input", lambda: create(model=model, input=[]))
+    expect_error(400, "input[1]", lambda: create(model=model, input=["a", ""]))
+    expect_error(400, "input[0]", lambda: create(model=model, input=[[10**9]]))
+    expect_raw(400, "encoding_format", "/v1/embeddings", {"model": model, "input": "x", "encoding_format": "int8"})
+    long = [item["text"] for item in reference if item["truncated"]]
+    if long:
+        expect_raw(400, "input[0]", "/v1/embeddings", {"model": model, "input": long[:1], "truncate": False})
+    expect_error(400, "model", lambda: create(model="reranker", input="x"))
+
+
+def test_rerank(fixtures):
+    """The tiny cross-encoder's scores against transformers'
+    (bert-reranker.json): raw logits within 1e-4, default scores their
+    sigmoid, results most relevant first."""
+    cases = json.load(open(f"{fixtures}/bert-reranker.json"))["rerank"]
+    for case in cases:
+        status, _, body = raw("POST", "/v1/rerank", {"model": "reranker", "query": case["query"], "texts": case["docs"], "raw_scores": True, "return_text": True})
+        check(status == 200, f"rerank {status} {body}")
+        ranked = json.loads(body)
+        check([r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True), "most relevant first")
+        for r in ranked:
+            check(abs(r["score"] - case["scores"][r["index"]]) <= 1e-4 and r["text"] == case["docs"][r["index"]], f"{r} vs {case}")
+        status, _, body = raw("POST", "/v1/rerank", {"model": "reranker", "query": case["query"], "texts": case["docs"]})
+        for r in json.loads(body):
+            want = 1 / (1 + math.exp(-case["scores"][r["index"]]))
+            check(abs(r["score"] - want) <= 1e-4 and "text" not in r, f"sigmoid {r}")
+    expect_raw(400, "texts", "/v1/rerank", {"model": "reranker", "query": "q", "texts": []})
+    expect_raw(400, "model", "/v1/rerank", {"model": model, "query": "q", "texts": ["a"]})
+    expect_raw(400, "query", "/v1/rerank", {"model": "reranker", "texts": ["a"]})
+    check_nothing_leaked()
+
+
+def expect_raw(status, param, path, body):
+    got, _, answer = raw("POST", path, body)
+    check(got == status and json.loads(answer)["error"]["param"] == param, f"{path} {body}: {got} {answer}")
+
+
 if mode == "main":
     test_models_and_health()
     test_streaming_equals_non_streaming()
@@ -405,6 +481,9 @@ elif mode == "small":
     test_timeout()
 elif mode == "config":
     test_several_models()
+elif mode == "encoders":
+    test_embeddings(sys.argv[5])
+    test_rerank(sys.argv[5])
 else:
     raise SystemExit(f"unknown mode {mode}")
 print("ok")

@@ -5,6 +5,7 @@
 
 mod api;
 pub mod config;
+mod embeddings;
 mod engine;
 mod metrics;
 pub mod models;
@@ -65,7 +66,13 @@ pub struct ServeOptions {
 }
 
 /// What handlers need once a model is loaded.
-pub(crate) struct Loaded {
+pub(crate) enum Loaded {
+    Generator(Generator),
+    Encoder(embeddings::EncoderHandle),
+}
+
+/// A decoder: chat and text completions.
+pub(crate) struct Generator {
     pub tokenizer: Arc<candle_engine::tokenizer::Tokenizer>,
     pub chat: candle_engine::chat::ChatTemplate,
     pub max_context: usize,
@@ -191,6 +198,26 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 fn load_and_run(options: &ModelOptions, state: &State, index: usize) -> anyhow::Result<()> {
     let path = models::resolve(options.source.as_deref())?;
     let started = Instant::now();
+    if candle_engine::encoder::is_encoder(&path)? {
+        let model = embeddings::EncoderModel::load(&path)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let served = &state.models[index];
+        let (jobs, receiver) = mpsc::channel(served.max_in_flight);
+        let handle = embeddings::EncoderHandle::new(&model, jobs);
+        eprintln!(
+            "Loaded {} as `{}` in {:.2} s ({})",
+            path.display(),
+            served.id,
+            started.elapsed().as_secs_f64(),
+            match handle.dimension {
+                Some(d) => format!("embeddings of {d} dimensions"),
+                None => "reranker".into(),
+            }
+        );
+        let _ = served.loaded.set(Loaded::Encoder(handle));
+        embeddings::run(&model, receiver);
+        return Ok(());
+    }
     let model = Model::load_on(&path, options.ctx, options.backend.clone())
         .with_context(|| format!("loading {}", path.display()))?;
     let served = &state.models[index];
@@ -216,12 +243,12 @@ fn load_and_run(options: &ModelOptions, state: &State, index: usize) -> anyhow::
         step_tokens: options.step_tokens,
         precision: options.precision,
     };
-    let _ = served.loaded.set(Loaded {
+    let _ = served.loaded.set(Loaded::Generator(Generator {
         tokenizer: tokenizer.clone(),
         chat,
         max_context,
         submissions,
-    });
+    }));
     engine::run(
         &decoder,
         &tokenizer,

@@ -1,6 +1,7 @@
 //! The HTTP endpoints and the OpenAI response shapes.
 
 use crate::api::{self, ApiError, Prompt};
+use crate::embeddings::{self, Done, Job};
 use crate::engine::{Submission, Update};
 use crate::metrics::LatencyClock;
 use crate::{Loaded, Served, State};
@@ -27,6 +28,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
+        .route("/v1/embeddings", post(create_embeddings))
+        .route("/v1/rerank", post(rerank))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
@@ -189,6 +192,15 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
     let request = api::parse(body, chat)?;
     let common = request.common;
     let (model, loaded) = served(&state, &common.model)?;
+    let Loaded::Generator(loaded) = loaded else {
+        return Err(ApiError::invalid(
+            "model",
+            format!(
+                "`{}` is an encoder: it answers /v1/embeddings or /v1/rerank, not completions",
+                common.model
+            ),
+        ));
+    };
     let prompt_field = if chat { "messages" } else { "prompt" };
     let text = match &request.prompt {
         Prompt::Chat(messages) => loaded
@@ -241,16 +253,8 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
     })?;
 
     let n = common.n;
+    let admission = admit(&state, model, n)?;
     let target = &state.models[model];
-    if target.in_flight.fetch_add(n, Ordering::SeqCst) + n > target.max_in_flight {
-        target.in_flight.fetch_sub(n, Ordering::SeqCst);
-        return Err(overloaded());
-    }
-    let admission = Admission {
-        state: state.clone(),
-        model,
-        choices: n,
-    };
     let clock = state.metrics.latency_clock(&target.id, n, arrived);
     let (updates_tx, updates) = mpsc::unbounded_channel();
     for choice in 0..n {
@@ -301,6 +305,108 @@ async fn complete(state: Arc<State>, body: &[u8], chat: bool) -> Result<Response
     } else {
         collect(reply, n, updates, admission, deadline, clock).await
     }
+}
+
+/// Counts `choices` against the model's bound, or refuses with 429.
+fn admit(state: &Arc<State>, model: usize, choices: usize) -> Result<Admission, ApiError> {
+    let target = &state.models[model];
+    if target.in_flight.fetch_add(choices, Ordering::SeqCst) + choices > target.max_in_flight {
+        target.in_flight.fetch_sub(choices, Ordering::SeqCst);
+        return Err(overloaded());
+    }
+    Ok(Admission {
+        state: state.clone(),
+        model,
+        choices,
+    })
+}
+
+/// Runs `work` on an encoder's thread, within the server's timeout.
+async fn encode(
+    state: &Arc<State>,
+    model: usize,
+    handle: &embeddings::EncoderHandle,
+    work: embeddings::Work,
+) -> Result<Done, ApiError> {
+    let _admission = admit(state, model, 1)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    handle
+        .jobs
+        .try_send(Job { work, reply })
+        .map_err(|_| overloaded())?;
+    // Returning early drops `answer`; the encoder then skips the job.
+    let answer = tokio::time::timeout(state.timeout, answer)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| engine_failure("the engine stopped".into()))?;
+    answer.map_err(|message| ApiError::invalid("input", message))
+}
+
+async fn create_embeddings(Shared(state): Shared_, body: Bytes) -> Result<Response, ApiError> {
+    let mut request = embeddings::parse_embeddings(&body)?;
+    let (model, loaded) = served(&state, &request.model)?;
+    let Loaded::Encoder(handle) = loaded else {
+        return Err(ApiError::invalid(
+            "model",
+            format!(
+                "`{}` generates text; /v1/embeddings needs an embedding model",
+                request.model
+            ),
+        ));
+    };
+    embeddings::check_embeddings(&request, handle, &request.model)?;
+    let work = std::mem::replace(&mut request.work, embeddings::Work::Texts(Vec::new()));
+    let Done::Embeddings(vectors) = encode(&state, model, handle, work).await? else {
+        return Err(engine_failure(
+            "the encoder gave scores, not vectors".into(),
+        ));
+    };
+    let tokens = vectors.iter().map(|e| e.tokens).sum();
+    state
+        .metrics
+        .prompt_processed(&state.models[model].id, tokens, 0);
+    let body = embeddings::embeddings_body(&request, &state.models[model].id, vectors)?;
+    Ok(Json(body).into_response())
+}
+
+async fn rerank(Shared(state): Shared_, body: Bytes) -> Result<Response, ApiError> {
+    let mut request = embeddings::parse_rerank(&body)?;
+    let rerankers =
+        |m: &&Served| matches!(m.loaded.get(), Some(Loaded::Encoder(h)) if h.dimension.is_none());
+    let id = match &request.model {
+        Some(id) => id.clone(),
+        None => match state.models.iter().filter(rerankers).collect::<Vec<_>>()[..] {
+            [only] => only.id.clone(),
+            _ => {
+                return Err(ApiError::invalid(
+                    "model",
+                    "give `model`: this server does not serve exactly one loaded reranker",
+                ))
+            }
+        },
+    };
+    let (model, loaded) = served(&state, &id)?;
+    let handle = match loaded {
+        Loaded::Encoder(h) if h.dimension.is_none() => h,
+        _ => {
+            return Err(ApiError::invalid(
+                "model",
+                format!("`{id}` is not a reranker (a cross-encoder with a classification head)"),
+            ))
+        }
+    };
+    let work = embeddings::Work::Rerank {
+        query: std::mem::take(&mut request.query),
+        docs: request.texts.clone(),
+    };
+    let Done::Scores(scores) = encode(&state, model, handle, work).await? else {
+        return Err(engine_failure(
+            "the reranker gave vectors, not scores".into(),
+        ));
+    };
+    let tokens = scores.iter().map(|s| s.tokens).sum();
+    state.metrics.prompt_processed(&id, tokens, 0);
+    Ok(Json(embeddings::rerank_body(&request, scores)?).into_response())
 }
 
 fn overloaded() -> ApiError {

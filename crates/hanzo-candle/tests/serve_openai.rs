@@ -112,6 +112,10 @@ fn start(args: &[&str]) -> Server {
 }
 
 fn run_client(mode: &str, server: &Server, key: &str) {
+    run_client_with(mode, server, MODEL_ID, key, &[]);
+}
+
+fn run_client_with(mode: &str, server: &Server, model: &str, key: &str, extra: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openai_client_test.py");
     let python = python();
     let output = Command::new(&python)
@@ -119,9 +123,10 @@ fn run_client(mode: &str, server: &Server, key: &str) {
         .args([
             mode,
             &format!("http://127.0.0.1:{}", server.port),
-            MODEL_ID,
+            model,
             key,
         ])
+        .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -166,6 +171,39 @@ fn several_models_from_a_config_file_are_served_by_name() {
     .unwrap();
     let server = start(&["--config", config.to_str().unwrap()]);
     run_client("config", &server, "unused");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn encoders_answer_embeddings_and_rerank() {
+    let minilm = models_dir().join("all-MiniLM-L6-v2");
+    assert!(
+        minilm.join("model.safetensors").exists(),
+        "{} is missing: run scripts/fetch-models.sh minilm",
+        minilm.display()
+    );
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../candle-engine/tests/fixtures/encoders");
+    let dir = std::env::temp_dir().join(format!("hanzo-serve-encoders-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("models.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[model]]\nname = \"minilm\"\nsource = {:?}\n\n[[model]]\nname = \"reranker\"\nsource = {:?}\n",
+            minilm.display().to_string(),
+            fixtures.join("bert-reranker").display().to_string()
+        ),
+    )
+    .unwrap();
+    let server = start(&["--config", config.to_str().unwrap()]);
+    run_client_with(
+        "encoders",
+        &server,
+        "minilm",
+        "unused",
+        &[fixtures.to_str().unwrap()],
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
