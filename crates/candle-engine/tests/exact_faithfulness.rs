@@ -4,9 +4,9 @@
 //! checked against transformers in `tests/safetensors_real.rs`), over the
 //! first chunks of `bench/perplexity/text.txt` with `llama-perplexity`'s
 //! method. The bounds are llama.cpp's own figures on the same tokens against
-//! the same reference (measured as the constants below say), so the engine
-//! is held to "at least as faithful as llama.cpp" rather than to llama.cpp's
-//! build-dependent rounding. The same logits also show how much of the
+//! the same reference (measured as the constants below say), within the
+//! noise of the comparison, so the engine is held to "as faithful as
+//! llama.cpp" rather than to llama.cpp's build-dependent rounding. The same logits also show how much of the
 //! KL-divergence the saved top-k records (`hanzo-candle perplexity
 //! --save-logits`, default top-128 plus the rest's mass) keep.
 //!
@@ -41,7 +41,7 @@ struct RealModel {
 
 /// Measured by
 /// `llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f bench/perplexity/text.txt -c 256 -b 256 --chunks 4 -t 2 --kl-divergence-base llama.bin`
-/// (llama.cpp of llama-cpp-python 0.3.36, AVX-512 build, f16 KV cache) and
+/// (llama.cpp of llama-cpp-python 0.3.36, AVX-512 build, its defaults: f16 KV cache, flash attention) and
 /// `hanzo-candle perplexity --llamacpp-logits llama.bin --kl-divergence-base exact.bin`,
 /// `exact.bin` from `hanzo-candle perplexity -m … -f … --ctx 256 --chunks 4 --reference --save-top-k 49152 --save-logits exact.bin`.
 const SMOLLM2: RealModel = RealModel {
@@ -115,13 +115,14 @@ fn run(model: &Model, precision: KvPrecision, chunks: usize) -> Run {
     for chunk in tokens.chunks_exact(CTX).take(chunks) {
         let mut input = chunk.to_vec();
         input[0] = model.tokenizer.bos().unwrap();
-        scorer
-            .score(&input, first_scored(CTX), &mut |position, logits| {
-                out.rows.push(logits.to_vec());
-                out.next.push(input[position + 1]);
-                Ok(())
-            })
-            .unwrap();
+        // The row callback's type, and so its error, is `ChunkScorer::score`'s.
+        #[allow(clippy::result_large_err)]
+        let mut keep = |position: usize, logits: &[f32]| -> candle_engine::Result<()> {
+            out.rows.push(logits.to_vec());
+            out.next.push(input[position + 1]);
+            Ok(())
+        };
+        scorer.score(&input, first_scored(CTX), &mut keep).unwrap();
     }
     out
 }
@@ -225,8 +226,8 @@ fn check_faithfulness(model: &'static RealModel) {
 /// same logits. The records count the tokens outside the top-k as one
 /// outcome, which by the log-sum inequality can only lose divergence: the
 /// loss is the exact model's mass outside (10-12 % here) times the
-/// divergence of the two runs' tails. Measured: top-128 keeps 85 % of
-/// SmolLM2's KLD and 84 % of Gemma 3's; the bound is 80 %.
+/// divergence of the two runs' tails. Measured: top-128 keeps 84 % of the
+/// KLD on both models; the bound is 80 %.
 fn check_top_k_records(model: &'static RealModel) {
     let m = measured(model);
     assert!(m.kld_top_k <= m.kld * (1.0 + 1e-9));
