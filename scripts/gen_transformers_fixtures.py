@@ -5,6 +5,8 @@ safetensors evidence of issue 4, and a llama.cpp check of our quantizer.
     scripts/fetch-models.sh smollm2
     /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py
     /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py --f16
+    scripts/fetch-models.sh gemma3
+    /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py --gemma3
     # not CI: llama.cpp on a file made by `hanzo-candle quantize`
     /root/venvs/ref/bin/python scripts/gen_transformers_fixtures.py \
         --llamacpp smollm2.q4_k_m.gguf [--ours ours.json]
@@ -29,6 +31,15 @@ round to nearest even), as in a Hugging Face f16 checkpoint of the model,
 and the model still computes in f32 (what our kernels do with f16 weights);
 the result goes to `transformers-f16.json` beside the f32 fixture.
 
+With `--gemma3` the same is done for Gemma-3-270M's Q4_K_M GGUF (gguf-py
+dequantizes every tensor; the converter's `+1` on the RMS-norm weights is
+undone, since transformers' Gemma norms multiply by `1 + w`), run by
+`Gemma3ForCausalLM` in f32 with eager attention on the prompts of
+`gemma3/llamacpp.json`, into `gemma3/transformers.json` (the last row sampled
+every 29th token of the 262144: the same coverage in a fixture of similar size).
+The GGUF does not record `query_pre_attn_scalar`; llama.cpp and our engine
+scale by `1/sqrt(head_dim)`, which is Gemma-3-270M's own value (256).
+
 The `--llamacpp` form loads a GGUF with llama-cpp-python and reports how far
 llama.cpp's logits on the committed prompts are from the transformers f32
 ones (and, with `--ours`, from a JSON of our engine's logits on the same
@@ -48,7 +59,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "crates/candle-engine/tests/fixtures/smollm2/transformers.json"
 FIXTURE_F16 = FIXTURE.with_name("transformers-f16.json")
+FIXTURE_GEMMA3 = FIXTURE.parent.parent / "gemma3/transformers.json"
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_GEMMA3 = "gemma-3-270m-q4_k_m.gguf"
+STRIDE_GEMMA3 = 29
 TOP = 16
 STRIDE = 7
 
@@ -63,12 +77,22 @@ PROMPTS = [
     [1604, 3987, 46477, 24, 94, 727, 472, 1620, 14362, 260, 304, 29, 373, 24681, 46477, 1230, 7996, 198],
     [12615, 36411, 418, 216, 33, 32, 32, 5027, 20590, 30, 14267, 34294, 418],
 ]
+# The prompts of gemma3/llamacpp.json as Gemma 3's tokenizer encodes them
+# (with BOS): the same five texts.
+PROMPTS_GEMMA3 = [
+    [2, 818, 5279, 529, 7001, 563],
+    [2, 14946, 3324, 496, 990, 236764, 993, 691, 496, 2268, 16775, 1015],
+    [2, 105, 2364, 107, 6974, 496, 678, 20517, 1003, 506, 5442, 236761, 106, 107, 105, 4368, 107],
+    [2, 2063, 10779, 78113, 236769, 236749, 1473, 107, 140, 12234, 13293, 506, 538, 236772, 594, 123466, 1548,
+     29738, 107],
+    [2, 17390, 104264, 657, 236743, 236770, 236771, 236771, 10674, 57356, 236761, 27631, 78008, 657],
+]
 CONTINUATION = 32
 
 
-def model_path():
+def model_path(name=MODEL):
     base = os.environ.get("HANZO_CANDLE_MODELS", os.path.expanduser("~/.cache/hanzo-candle/models"))
-    return pathlib.Path(base) / MODEL
+    return pathlib.Path(base) / name
 
 
 def field(reader, key):
@@ -147,10 +171,83 @@ def transformers_model(path, f16=False):
     return model
 
 
-def transformers_logits(model):
+def gemma3_model(path):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    reader = GGUFReader(str(path))
+    tensors = {}
+    for t in reader.tensors:
+        shape = tuple(reversed([int(d) for d in t.shape]))
+        tensors[t.name] = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+    layers = int(field(reader, "gemma3.block_count"))
+    config = Gemma3TextConfig(
+        vocab_size=tensors["token_embd.weight"].shape[0],
+        hidden_size=int(field(reader, "gemma3.embedding_length")),
+        intermediate_size=int(field(reader, "gemma3.feed_forward_length")),
+        num_hidden_layers=layers,
+        num_attention_heads=int(field(reader, "gemma3.attention.head_count")),
+        num_key_value_heads=int(field(reader, "gemma3.attention.head_count_kv")),
+        head_dim=int(field(reader, "gemma3.attention.key_length")),
+        query_pre_attn_scalar=int(field(reader, "gemma3.attention.key_length")),
+        max_position_embeddings=int(field(reader, "gemma3.context_length")),
+        rms_norm_eps=float(str(np.float32(field(reader, "gemma3.attention.layer_norm_rms_epsilon")))),
+        sliding_window=int(field(reader, "gemma3.attention.sliding_window")),
+        # llama.cpp's layout for Gemma 3: every sixth layer global.
+        layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)],
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": float(field(reader, "gemma3.rope.freq_base"))},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+        hidden_activation="gelu_pytorch_tanh",
+        final_logit_softcapping=None,
+        attn_logit_softcapping=None,
+        tie_word_embeddings="output.weight" not in tensors,
+        attn_implementation="eager",
+    )
+    names = {
+        "attn_norm": "input_layernorm",
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "attn_q_norm": "self_attn.q_norm",
+        "attn_k_norm": "self_attn.k_norm",
+        "post_attention_norm": "post_attention_layernorm",
+        "ffn_norm": "pre_feedforward_layernorm",
+        "post_ffw_norm": "post_feedforward_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    state = {}
+    for name, w in tensors.items():
+        # The converter stored Gemma's norm weights as 1 + w.
+        if name.endswith("norm.weight"):
+            w = w - np.float32(1)
+        if name == "token_embd.weight":
+            state["model.embed_tokens.weight"] = w
+        elif name == "output_norm.weight":
+            state["model.norm.weight"] = w
+        elif name == "output.weight":
+            state["lm_head.weight"] = w
+        else:
+            _, layer, part, _ = name.split(".")
+            state[f"model.layers.{layer}.{names[part]}.weight"] = w
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model = Gemma3ForCausalLM(config).to(torch.float32)
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()},
+                                                strict=False)
+    # Only buffers transformers computes itself (the embedding scale) may be left.
+    assert not unexpected and all("embed_scale" in k for k in missing), (missing, unexpected)
+    model.eval()
+    return model
+
+
+def transformers_logits(model, prompts=PROMPTS):
     out = []
     with torch.no_grad():
-        for ids in PROMPTS:
+        for ids in prompts:
             out.append(model(torch.tensor([ids])).logits[0].to(torch.float64).numpy())
     return out
 
@@ -171,12 +268,17 @@ def greedy(model, ids):
     return tokens, margins
 
 
-def generate(f16):
+def generate(f16, gemma3=False):
     torch.set_num_threads(2)
-    model = transformers_model(model_path(), f16)
-    logits = transformers_logits(model)
+    if gemma3:
+        model, prompt_ids, stride, out, name = (gemma3_model(model_path(MODEL_GEMMA3)), PROMPTS_GEMMA3,
+                                                STRIDE_GEMMA3, FIXTURE_GEMMA3, MODEL_GEMMA3)
+    else:
+        model, prompt_ids, stride = transformers_model(model_path(), f16), PROMPTS, STRIDE
+        out, name = FIXTURE_F16 if f16 else FIXTURE, MODEL
+    logits = transformers_logits(model, prompt_ids)
     prompts = []
-    for ids, rows in zip(PROMPTS, logits):
+    for ids, rows in zip(prompt_ids, logits):
         continuation, margins = greedy(model, ids)
         positions = []
         for row in rows:
@@ -186,15 +288,14 @@ def generate(f16):
             {
                 "ids": ids,
                 "positions": positions,
-                "last_row_stride": STRIDE,
-                "last_row": [round(float(v), 6) for v in rows[-1][::STRIDE]],
+                "last_row_stride": stride,
+                "last_row": [round(float(v), 6) for v in rows[-1][::stride]],
                 "greedy": continuation,
                 "greedy_margins": margins,
             }
         )
-    out = FIXTURE_F16 if f16 else FIXTURE
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": MODEL, "weights": "f16" if f16 else "f32",
+    out.write_text(json.dumps({"model": name, "weights": "f16" if f16 else "f32",
                                "transformers": __import__("transformers").__version__,
                                "torch": torch.__version__, "prompts": prompts}))
     print(f"wrote {out} ({out.stat().st_size} bytes)")
@@ -231,8 +332,9 @@ if __name__ == "__main__":
     parser.add_argument("--llamacpp", type=pathlib.Path, help="check llama.cpp on this GGUF instead of writing the fixture")
     parser.add_argument("--ours", type=pathlib.Path, help="JSON of our engine's logits on the same GGUF")
     parser.add_argument("--f16", action="store_true", help="round every weight to f16 first (transformers-f16.json)")
+    parser.add_argument("--gemma3", action="store_true", help="Gemma-3-270M Q4_K_M instead (gemma3/transformers.json)")
     args = parser.parse_args()
     if args.llamacpp:
         llamacpp_check(args.llamacpp, args.ours)
     else:
-        generate(args.f16)
+        generate(args.f16, args.gemma3)

@@ -58,6 +58,7 @@ struct TokenizerCase {
     ids: Vec<u32>,
 }
 
+/// A fixture file; `name` is relative to `tests/fixtures/smollm2`.
 fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/smollm2")
@@ -75,16 +76,20 @@ fn reference_f16() -> Reference {
 }
 
 fn gguf_path() -> PathBuf {
+    model_path("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2")
+}
+
+fn model_path(file: &str, fetch_name: &str) -> PathBuf {
     let dir = std::env::var_os("HANZO_CANDLE_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
                 .join(".cache/hanzo-candle/models")
         });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = dir.join(file);
     assert!(
         path.exists(),
-        "{} is missing: run scripts/fetch-models.sh smollm2",
+        "{} is missing: run scripts/fetch-models.sh {fetch_name}",
         path.display()
     );
     path
@@ -185,7 +190,12 @@ fn f32_cache(model: &Model) -> KvCache {
 /// Logits at every position of each reference prompt (the f32 and f16
 /// fixtures share their prompts).
 fn logits(model: &Model) -> Vec<Vec<Vec<f32>>> {
-    reference()
+    logits_of(model, &reference())
+}
+
+/// Logits at every position of each of `reference`'s prompts.
+fn logits_of(model: &Model, reference: &Reference) -> Vec<Vec<Vec<f32>>> {
+    reference
         .prompts
         .iter()
         .map(|p| {
@@ -278,6 +288,33 @@ fn smollm2_exact_reference_matches_transformers_within_1e_4() {
     // below any real error (a wrong weight, permutation or rounding step
     // moves logits by > 1e-2).
     assert!(c.raw < 1e-4, "max |logit diff| {}", c.raw);
+}
+
+/// The same check on Gemma-3-270M Q4_K_M: its Q4_K, Q5_0, Q6_K and Q8_0
+/// weights dequantized, against transformers' `Gemma3ForCausalLM` on the
+/// weights gguf-py dequantizes (`gen_transformers_fixtures.py --gemma3`).
+#[test]
+fn gemma3_exact_reference_matches_transformers_within_5e_4() {
+    let reference: Reference =
+        serde_json::from_str(&fixture("../gemma3/transformers.json")).unwrap();
+    let mut model =
+        Model::load(&model_path("gemma-3-270m-q4_k_m.gguf", "gemma3"), Some(64)).unwrap();
+    model.decoder = model.decoder.into_exact().unwrap();
+    let c = compare(&reference, &logits_of(&model, &reference));
+    eprintln!(
+        "gemma3 exact reference vs transformers: max |logit diff| {:.2e} (relative to the top logit: top 16 {:.2e}, last-row sample {:.2e}), top-1 {}/{}",
+        c.raw, c.shifted_top, c.shifted_tail, c.top1_agree, c.positions
+    );
+    // The same f32 weights and arithmetic in another order, but Gemma's
+    // logits reach 66 (SmolLM2's 38) after a residual stream scaled up by
+    // sqrt(640) through 18 layers of four norms each: the summation order
+    // moves them by a few 1e-6 relative, 2.2e-4 at most here (SmolLM2: 1.6e-6
+    // relative). 5e-4 (8e-6 of the largest logit) still fails any wrong
+    // weight, norm offset or rounding step, each of which moves logits by
+    // more than 1e-2.
+    assert!(c.raw < 5e-4, "max |logit diff| {}", c.raw);
+    assert!(c.shifted_top < 5e-4 && c.shifted_tail < 5e-4);
+    assert_eq!(c.top1_agree, c.positions);
 }
 
 #[test]
