@@ -30,13 +30,13 @@ pub enum EncoderModel {
 impl EncoderModel {
     /// A cross-encoder when the model has a classification head, else an
     /// embedding model.
-    pub fn load(path: &Path) -> candle_engine::Result<Self> {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
         match Reranker::load(path) {
             Ok(reranker) => Ok(Self::Reranker(reranker)),
             Err(candle_engine::Error::InvalidModel(why)) if why.contains("not a reranker") => {
                 Ok(Self::Embedder(Embedder::load(path)?))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -67,7 +67,7 @@ pub struct ServeOptions {
 
 /// What handlers need once a model is loaded.
 pub(crate) enum Loaded {
-    Generator(Generator),
+    Generator(Box<Generator>),
     Encoder(embeddings::EncoderHandle),
 }
 
@@ -243,12 +243,12 @@ fn load_and_run(options: &ModelOptions, state: &State, index: usize) -> anyhow::
         step_tokens: options.step_tokens,
         precision: options.precision,
     };
-    let _ = served.loaded.set(Loaded::Generator(Generator {
+    let _ = served.loaded.set(Loaded::Generator(Box::new(Generator {
         tokenizer: tokenizer.clone(),
         chat,
         max_context,
         submissions,
-    }));
+    })));
     engine::run(
         &decoder,
         &tokenizer,
