@@ -264,10 +264,12 @@ impl PoolingConfig {
                     result.pooling = parse_pooling(json)?;
                 }
                 "Normalize" => result.normalize = true,
-                other => return Err(Error::InvalidModel(format!(
+                other => {
+                    return Err(Error::InvalidModel(format!(
                     "modules.json: the sentence-transformers module `{other}` is not supported; \
                          supported: Transformer, Pooling, Normalize"
-                ))),
+                )))
+                }
             }
         }
         if let Some(json) = sentence_bert_json {
