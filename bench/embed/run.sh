@@ -13,7 +13,8 @@
 # PYTHON (default /root/venvs/ref/bin/python; needs sentence-transformers and
 # gguf), LLAMA_CPP_BIN (a folder holding llama-server; default: built by
 # scripts/build-llamacpp.sh), LLAMA_CPP (llama.cpp sources for the
-# converter; default: the llama-cpp-python 0.3.36 sdist's), BATCH (32).
+# converter; default: the llama-cpp-python 0.3.36 sdist's), BATCH (32),
+# HANZO_CANDLE_BIN (our binary; default: built here with --release).
 # Prints a markdown table on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,8 +33,12 @@ log() { echo "[bench/embed] $*" >&2; }
 
 [[ -f "$MODEL/model.safetensors" ]] || HANZO_CANDLE_MODELS="$MODELS" PYTHON="$PY" scripts/fetch-models.sh minilm >&2
 LLAMA_BIN=${LLAMA_CPP_BIN:-$(PYTHON="$PY" scripts/build-llamacpp.sh native)}
-cargo build --release -q -p hanzo-candle >&2
-OURS="$CARGO_TARGET_DIR/release/hanzo-candle"
+if [[ -n "${HANZO_CANDLE_BIN:-}" ]]; then
+    OURS=$HANZO_CANDLE_BIN
+else
+    cargo build --release -q -p hanzo-candle >&2
+    OURS="$CARGO_TARGET_DIR/release/hanzo-candle"
+fi
 
 log "converting the model to GGUF f32 with llama.cpp's converter"
 PYTHONPATH="$LLAMA_CPP/gguf-py" "$PY" "$LLAMA_CPP/convert_hf_to_gguf.py" "$MODEL" \
