@@ -3,6 +3,7 @@
 mod bench;
 mod csv;
 mod demo;
+mod embed;
 mod generate;
 mod inspect;
 mod perplexity;
@@ -35,6 +36,12 @@ enum Command {
     /// Serve the model over HTTP with the OpenAI API (chat and text
     /// completions, streaming or not), batching concurrent requests.
     Serve(serve::ServeArgs),
+    /// Embed texts with a sentence-embedding model (BERT family), one JSON
+    /// line per text.
+    Embed(embed::EmbedArgs),
+    /// Score documents against a query with a cross-encoder, one JSON line
+    /// per document.
+    Rerank(embed::RerankArgs),
     /// Print a GGUF file's metadata and tensor table (validating it first).
     Inspect(inspect::InspectArgs),
     /// Quantize a Hugging Face safetensors directory to a GGUF file
@@ -58,6 +65,8 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run_generate(&args),
         Command::Chat(args) => generate::run_chat(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Embed(args) => embed::run_embed(&args),
+        Command::Rerank(args) => embed::run_rerank(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::Sample(args) => sample::run(&args),

@@ -27,7 +27,8 @@ pub struct QuantizeArgs {
     /// A Hugging Face model directory: config.json, tokenizer.json, one or
     /// more *.safetensors (f32, f16 or bf16), and optionally
     /// tokenizer_config.json (chat template) and generation_config.json.
-    /// Supported architectures: llama (LLaMA, Mistral, SmolLM).
+    /// Supported architectures: llama (LLaMA, Mistral, SmolLM), and bert
+    /// encoders (sentence embeddings, e.g. all-MiniLM-L6-v2).
     pub model_dir: PathBuf,
 
     /// The target mixture.
@@ -74,23 +75,31 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         args.output.display()
     );
     let mut stderr = std::io::stderr().lock();
-    let summary =
-        candle_engine::convert::quantize_hf_dir(&args.model_dir, preset, &args.output, |p| {
-            // Progress is best effort: a closed stderr must not stop the work.
-            let _ = writeln!(
-                stderr,
-                "[{:>4}/{}] {:<28} {:>14} -> {:<5} {:>8.2} MiB  ({:.1}/{:.1} MiB)",
-                p.index,
-                p.count,
-                p.tensor.name,
-                format!("{:?}", p.tensor.shape),
-                p.tensor.ty.name(),
-                p.tensor_bytes as f64 / MIB,
-                p.written as f64 / MIB,
-                p.total as f64 / MIB,
-            );
-        })
-        .with_context(|| format!("quantizing {} to {preset}", args.model_dir.display()))?;
+    let report = |p: candle_quant::gguf::Progress<'_>| {
+        // Progress is best effort: a closed stderr must not stop the work.
+        let _ = writeln!(
+            stderr,
+            "[{:>4}/{}] {:<28} {:>14} -> {:<5} {:>8.2} MiB  ({:.1}/{:.1} MiB)",
+            p.index,
+            p.count,
+            p.tensor.name,
+            format!("{:?}", p.tensor.shape),
+            p.tensor.ty.name(),
+            p.tensor_bytes as f64 / MIB,
+            p.written as f64 / MIB,
+            p.total as f64 / MIB,
+        );
+    };
+    // An encoder (BERT) becomes llama.cpp's `bert` layout; anything else
+    // goes to the decoder converter, which names what it does not support.
+    let encoder = args.model_dir.is_dir()
+        && candle_engine::encoder::is_encoder(&args.model_dir).unwrap_or(false);
+    let summary = if encoder {
+        candle_engine::convert::quantize_encoder_dir(&args.model_dir, preset, &args.output, report)
+    } else {
+        candle_engine::convert::quantize_hf_dir(&args.model_dir, preset, &args.output, report)
+    }
+    .with_context(|| format!("quantizing {} to {preset}", args.model_dir.display()))?;
     let types: Vec<String> = summary
         .types
         .iter()

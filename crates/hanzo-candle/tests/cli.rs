@@ -368,8 +368,10 @@ fn options(command: &str) -> Vec<(Option<char>, String)> {
 
 #[test]
 fn every_flag_means_the_same_in_every_command() {
-    const COMMANDS: [&str; 9] = [
+    const COMMANDS: [&str; 11] = [
         "generate",
+        "embed",
+        "rerank",
         "chat",
         "serve",
         "inspect",
