@@ -5,37 +5,48 @@ use candle_engine::chat::Message;
 use candle_engine::sampling::SamplingParams;
 use candle_engine::scheduler::GenerationParams;
 use serde::Deserialize;
-use wasm_bindgen::{JsError, JsValue};
+use wasm_bindgen::{JsCast, JsError, JsValue};
 
+/// Reads `value` as `T`, whose fields are `fields`. serde-wasm-bindgen
+/// looks up only the fields it knows, so unknown ones are refused here.
 fn read<T: for<'de> Deserialize<'de> + Default>(
     what: &str,
+    fields: &[&str],
     value: Option<JsValue>,
 ) -> Result<T, JsError> {
-    match value {
-        None => Ok(T::default()),
-        Some(v) if v.is_undefined() || v.is_null() => Ok(T::default()),
-        Some(v) => serde_wasm_bindgen::from_value(v)
-            .map_err(|e| JsError::new(&format!("invalid {what}: {e}"))),
+    let value = match value {
+        Some(v) if !(v.is_undefined() || v.is_null()) => v,
+        _ => return Ok(T::default()),
+    };
+    if let Some(object) = value.dyn_ref::<js_sys::Object>() {
+        for key in js_sys::Object::keys(object) {
+            let key = key.as_string().unwrap_or_default();
+            if !fields.contains(&key.as_str()) {
+                return Err(JsError::new(&format!(
+                    "invalid {what}: unknown field `{key}`; expected one of {}",
+                    fields.join(", ")
+                )));
+            }
+        }
     }
+    serde_wasm_bindgen::from_value(value).map_err(|e| JsError::new(&format!("invalid {what}: {e}")))
 }
 
 /// `new Model(bytes, options)`.
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LoadOptions {
     pub context: Option<usize>,
 }
 
 impl LoadOptions {
     pub fn from_js(value: Option<JsValue>) -> Result<Self, JsError> {
-        read("load options", value)
+        read("load options", &["context"], value)
     }
 }
 
 /// `generate(tokens, options)`: HIP-19's names; absent fields keep the
 /// engine's defaults (greedy, 128 tokens).
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GenerateOptions {
     max_tokens: Option<usize>,
     temperature: Option<f32>,
@@ -52,7 +63,21 @@ impl GenerateOptions {
     /// The engine's parameters; their values are checked when the
     /// generation starts.
     pub fn from_js(value: Option<JsValue>) -> Result<GenerationParams, JsError> {
-        let o: Self = read("generate options", value)?;
+        let o: Self = read(
+            "generate options",
+            &[
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "top_k",
+                "min_p",
+                "repetition_penalty",
+                "repeat_last_n",
+                "seed",
+                "stop",
+            ],
+            value,
+        )?;
         let defaults = GenerationParams::default();
         let s = SamplingParams::default();
         Ok(GenerationParams {

@@ -22,6 +22,7 @@ fn load() -> Model {
 }
 
 /// The message of the JavaScript `Error` a call failed with.
+#[track_caller]
 fn error_message<T>(result: Result<T, wasm_bindgen::JsError>) -> String {
     let Err(error) = result else {
         panic!("expected an error");
@@ -51,9 +52,10 @@ fn loads_and_reports_what_the_file_says() {
 #[wasm_bindgen_test]
 fn encode_decode_round_trip() {
     let model = load();
-    let text = "hello, wasm! é";
+    let text = "hello,wasm!é";
     let ids = model.encode(text, None).unwrap();
-    // SentencePiece byte fallback: a BOS, then one token per UTF-8 byte.
+    // SentencePiece byte fallback: a BOS, then one token per UTF-8 byte
+    // (spaces would become the bytes of its space marker, U+2581).
     let expected: Vec<u32> = std::iter::once(BOS).chain(text.bytes().map(byte)).collect();
     assert_eq!(ids, expected);
     assert_eq!(model.decode(ids, None).unwrap(), text);
@@ -184,7 +186,7 @@ fn bad_input_is_a_javascript_error() {
     let bytes = tiny_gguf("llama");
     let message = error_message(Model::new(bytes[..bytes.len() / 2].to_vec(), None));
     assert!(
-        message.contains("GGUF") || message.contains("truncated") || message.contains("end of"),
+        message.contains("gguf:") && message.contains("outside the"),
         "{message}"
     );
     let message = error_message(Model::new(b"not a model at all".to_vec(), None));
