@@ -9,10 +9,13 @@ use candle_engine::loader::Model;
 use candle_engine::scheduler::{
     Generation, GenerationParams, RequestId, Scheduler, SchedulerOptions, StepEvent,
 };
-use candle_engine::{CacheOptions, Error, KvCache, KvPrecision, Result};
+use candle_engine::{CacheOptions, Error, KvCache, KvPrecision};
 use candle_quant::gguf::GgufFile;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
+
+/// The engine's errors, boxed: they only travel on to JavaScript as text.
+pub type Result<T> = std::result::Result<T, Box<Error>>;
 
 /// Prompt tokens one forward step takes: the activations of a step grow
 /// with it, and wasm32 memory is scarce.
@@ -73,8 +76,12 @@ impl Session {
     /// the weights are used where they lie) for up to `context` positions
     /// (default: the engine's, the trained context capped at 4096).
     pub fn load(bytes: Vec<u8>, context: Option<usize>) -> Result<Self> {
-        let file = GgufModel::new(GgufFile::from_vec(bytes)?);
-        let architecture = file.file().get_str("general.architecture")?.to_string();
+        let file = GgufModel::new(GgufFile::from_vec(bytes).map_err(Error::from)?);
+        let architecture = file
+            .file()
+            .get_str("general.architecture")
+            .map_err(Error::from)?
+            .to_string();
         let model = Model::from_gguf(file, context)?;
         let cache = model.decoder.new_cache(CacheOptions {
             slots: 1,
@@ -102,7 +109,7 @@ impl Session {
             Err(e) => {
                 // SAFETY: nothing borrows `parts` any more.
                 drop(unsafe { Box::from_raw(parts.as_ptr()) });
-                return Err(e);
+                return Err(e.into());
             }
         };
         Ok(Self {
@@ -145,7 +152,7 @@ impl Session {
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let model = self.model();
         let text = model.chat.render(messages, true)?;
-        model.tokenizer.encode(&text, true)
+        Ok(model.tokenizer.encode(&text, true)?)
     }
 
     /// Starts generating after `prompt`, cancelling any generation still
@@ -177,7 +184,7 @@ impl Session {
                 }
                 StepEvent::Failed { error, .. } => {
                     self.active = None;
-                    return Err(Error::StepFailed(error));
+                    return Err(Error::StepFailed(error).into());
                 }
                 StepEvent::PromptProcessed { .. } => {}
             }
