@@ -16,8 +16,10 @@ out=crates/candle-wasm/pkg
 
 scripts/install-wasm-tools.sh
 
+# RUSTFLAGS replaces the flags of .cargo/config.toml (its target-specific
+# setting would be merged with them instead, keeping +simd128).
 build() { # build <name> <rustflags> <target dir>
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$2" CARGO_TARGET_DIR="$3" \
+    RUSTFLAGS="$2" CARGO_TARGET_DIR="$3" \
         cargo build --target wasm32-unknown-unknown --release -p candle-wasm
     "$tools/bin/wasm-bindgen" --target web --out-dir "$out/$1" --out-name candle_wasm \
         "$3/wasm32-unknown-unknown/release/candle_wasm.wasm"
