@@ -6,7 +6,8 @@
 # so they are fetched first (once; see scripts/fetch-models.sh), and the
 # server tests' OpenAI client is installed into a venv (once). Then the
 # SIMD128 kernels pass their tests under Node's WASI (wasm32-wasip1; Node
-# comes with the machine or .ci/run). Last, a short fuzz run of the GGUF
+# comes with the machine or .ci/run), and the browser package's tests run in
+# headless Chromium and the package builds (scripts/build-wasm.sh). Last, a short fuzz run of the GGUF
 # reader and tokenizer-metadata targets (HANZO_FUZZ_SECONDS per target,
 # default 60; cargo-fuzz is installed if missing).
 set -euo pipefail
@@ -22,6 +23,7 @@ done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p candle-engine -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p candle-wasm --all-targets -- -D warnings
 
 scripts/fetch-models.sh
 # The server tests (crates/hanzo-candle/tests/serve_openai.rs) drive a real
@@ -37,6 +39,17 @@ cargo test --workspace --doc
 # threads, which WASI under Node does not give a test. Under WASI the kernels
 # to check are SIMD128's, whatever the host CPU has.
 HANZO_REQUIRE_ISA=simd128 cargo test --target wasm32-wasip1 -p candle-quant --no-default-features --lib -- kernels::tests quant::
+# The JavaScript API of @hanzoai/candle-wasm in headless Chromium
+# (crates/candle-wasm/tests/web.rs): wasm-bindgen-test-runner (installed once
+# by scripts/install-wasm-tools.sh) drives Debian's chromium through
+# chromedriver, with crates/candle-wasm/webdriver.json's flags. Then the npm
+# package builds (both .wasm builds, wasm-bindgen, wasm-opt) and packs.
+scripts/install-wasm-tools.sh
+CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="${HANZO_TOOLS:-$HOME/.cache/hanzo-candle/tools}/bin/wasm-bindgen-test-runner" \
+    cargo test --target wasm32-unknown-unknown -p candle-wasm --test web
+scripts/build-wasm.sh
+(cd crates/candle-wasm/pkg && npm pack --dry-run)
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi

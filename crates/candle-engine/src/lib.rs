@@ -14,7 +14,6 @@ pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 mod kv_math;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
 pub mod model;
 pub mod perplexity;

@@ -1,5 +1,6 @@
-//! Opening a model from disk: one `.gguf` file, or a Hugging Face directory
-//! (`config.json`, `tokenizer.json`, `*.safetensors`).
+//! Opening a model: one `.gguf` file (from disk, or from bytes in the
+//! browser), or a Hugging Face directory (`config.json`, `tokenizer.json`,
+//! `*.safetensors`). Only the file-path parts are native-only.
 
 use crate::backend::Backend;
 use crate::chat::ChatTemplate;
@@ -7,8 +8,11 @@ use crate::config::DecoderConfig;
 use crate::gguf::GgufModel;
 use crate::model::Decoder;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{SafetensorsDir, WeightSource};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::weights::SafetensorsDir;
+use crate::weights::WeightSource;
 use crate::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 /// Tokens that end an assistant turn in common chat formats; any the
@@ -24,6 +28,7 @@ pub struct Model {
     pub max_context: usize,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Model {
     /// Loads `path` (a `.gguf` file or a Hugging Face model directory) for
     /// contexts of up to `max_context` tokens (default: the model's own,
@@ -50,6 +55,48 @@ impl Model {
         Self::from_gguf_on(model, max_context, backend)
     }
 
+    fn load_hf_dir(dir: &Path, max_context: Option<usize>, backend: Backend) -> Result<Self> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| Error::io(&dir.join(name), e))
+        };
+        let config_json = read("config.json")?;
+        let config = DecoderConfig::from_hf_json(&config_json)?;
+        let raw: serde_json::Value = serde_json::from_str(&config_json)
+            .map_err(|e| Error::InvalidModel(format!("config.json: {e}")))?;
+        let ids = |v: &serde_json::Value| -> Vec<u32> {
+            match v {
+                serde_json::Value::Number(n) => {
+                    n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
+                }
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|n| n.as_u64())
+                    .map(|n| n as u32)
+                    .collect(),
+                _ => vec![],
+            }
+        };
+        let bos = ids(&raw["bos_token_id"]).first().copied();
+        let tokenizer_json = std::fs::read(dir.join("tokenizer.json"))
+            .map_err(|e| Error::io(&dir.join("tokenizer.json"), e))?;
+        let tokenizer = Tokenizer::from_json(&tokenizer_json, bos, ids(&raw["eos_token_id"]))?;
+        let template_source = read("tokenizer_config.json")
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["chat_template"].as_str().map(str::to_string));
+        let source = SafetensorsDir::open(dir)?;
+        Self::assemble(
+            config,
+            &source,
+            tokenizer,
+            template_source.as_deref(),
+            max_context,
+            backend,
+        )
+    }
+}
+
+impl Model {
     /// Builds a model from a validated GGUF file (on the web: from bytes).
     pub fn from_gguf(model: GgufModel, max_context: Option<usize>) -> Result<Self> {
         Self::from_gguf_on(model, max_context, Backend::Native)
@@ -93,46 +140,6 @@ impl Model {
             chat,
             max_context,
         })
-    }
-
-    fn load_hf_dir(dir: &Path, max_context: Option<usize>, backend: Backend) -> Result<Self> {
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name)).map_err(|e| Error::io(&dir.join(name), e))
-        };
-        let config_json = read("config.json")?;
-        let config = DecoderConfig::from_hf_json(&config_json)?;
-        let raw: serde_json::Value = serde_json::from_str(&config_json)
-            .map_err(|e| Error::InvalidModel(format!("config.json: {e}")))?;
-        let ids = |v: &serde_json::Value| -> Vec<u32> {
-            match v {
-                serde_json::Value::Number(n) => {
-                    n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
-                }
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .filter_map(|n| n.as_u64())
-                    .map(|n| n as u32)
-                    .collect(),
-                _ => vec![],
-            }
-        };
-        let bos = ids(&raw["bos_token_id"]).first().copied();
-        let tokenizer_json = std::fs::read(dir.join("tokenizer.json"))
-            .map_err(|e| Error::io(&dir.join("tokenizer.json"), e))?;
-        let tokenizer = Tokenizer::from_json(&tokenizer_json, bos, ids(&raw["eos_token_id"]))?;
-        let template_source = read("tokenizer_config.json")
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["chat_template"].as_str().map(str::to_string));
-        let source = SafetensorsDir::open(dir)?;
-        Self::assemble(
-            config,
-            &source,
-            tokenizer,
-            template_source.as_deref(),
-            max_context,
-            backend,
-        )
     }
 }
 
