@@ -513,7 +513,7 @@ pub(crate) fn activate(x: &mut [f32], activation: EncoderActivation) {
     match activation {
         EncoderActivation::Gelu => {
             for v in x {
-                *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+                *v = 0.5 * *v * (1.0 + rows::erf(*v * std::f32::consts::FRAC_1_SQRT_2));
             }
         }
         EncoderActivation::GeluTanh => {
