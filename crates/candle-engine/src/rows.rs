@@ -131,6 +131,7 @@ pub fn exp(x: f32) -> f32 {
 /// loop vectorises (libm's `erff` per value was a fifth of an encoder
 /// pass): Abramowitz and Stegun's 7.1.26, `1 - t(a1 + t(a2 + ...)) e^-x²`
 /// with `t = 1 / (1 + p|x|)`, whose error is below 1.5e-7 (plus f32 rounding).
+#[cfg(not(target_arch = "wasm32"))] // for the encoders, which are native-only
 #[inline]
 pub fn erf(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;

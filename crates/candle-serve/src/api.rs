@@ -111,10 +111,31 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 /// Fields that are accepted only at their neutral value.
 const NEUTRAL_PENALTIES: &[&str] = &["presence_penalty", "frequency_penalty"];
 
-struct Fields(Map<String, Value>);
+/// A request body's fields, taken one by one so that every error names its
+/// field and whatever is left over can be refused as unknown.
+pub struct Fields(pub Map<String, Value>);
 
 impl Fields {
-    fn take(&mut self, name: &str) -> Option<Value> {
+    /// The fields of a JSON object body.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?;
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "the body must be a JSON object",
+            )),
+        }
+    }
+
+    pub fn take(&mut self, name: &str) -> Option<Value> {
         self.0.remove(name).filter(|v| !v.is_null())
     }
 
@@ -144,9 +165,41 @@ impl Fields {
         }
     }
 
-    fn boolean(&mut self, name: &str) -> Result<bool, ApiError> {
+    /// A string field; `None` when absent or null.
+    pub fn string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         match self.take(name) {
-            None => Ok(false),
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(ApiError::invalid(
+                name,
+                format!("`{name}` must be a string, got {v}"),
+            )),
+        }
+    }
+
+    pub fn required_string(&mut self, name: &str) -> Result<String, ApiError> {
+        self.string(name)?
+            .ok_or_else(|| ApiError::invalid(name, format!("`{name}` is required")))
+    }
+
+    /// Fails naming the first field nobody took.
+    pub fn refuse_unknown(&self) -> Result<(), ApiError> {
+        match self.0.keys().next() {
+            Some(name) => Err(ApiError::invalid(
+                name.clone(),
+                format!("unknown field `{name}`"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    pub fn boolean(&mut self, name: &str) -> Result<bool, ApiError> {
+        self.boolean_or(name, false)
+    }
+
+    pub fn boolean_or(&mut self, name: &str, default: bool) -> Result<bool, ApiError> {
+        match self.take(name) {
+            None => Ok(default),
             Some(Value::Bool(b)) => Ok(b),
             Some(v) => Err(ApiError::invalid(
                 name,
@@ -158,21 +211,7 @@ impl Fields {
 
 /// Reads a chat (`chat == true`) or text completion request.
 pub fn parse(body: &[u8], chat: bool) -> Result<Request, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "the body must be a JSON object",
-        ));
-    };
-    let mut f = Fields(map);
+    let mut f = Fields::parse(body)?;
     for &(name, why) in UNSUPPORTED {
         if f.0
             .get(name)
@@ -190,16 +229,7 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, ApiError> {
             ));
         }
     }
-    let model = match f.take("model") {
-        Some(Value::String(s)) => s,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "model",
-                format!("`model` must be a string, got {v}"),
-            ))
-        }
-        None => return Err(ApiError::invalid("model", "`model` is required")),
-    };
+    let model = f.required_string("model")?;
     let prompt = if chat {
         Prompt::Chat(messages(f.take("messages"))?)
     } else {
@@ -339,12 +369,7 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, ApiError> {
     for name in IGNORED {
         f.0.remove(*name);
     }
-    if let Some(name) = f.0.keys().next() {
-        return Err(ApiError::invalid(
-            name.clone(),
-            format!("unknown field `{name}`"),
-        ));
-    }
+    f.refuse_unknown()?;
     Ok(Request {
         common: Common {
             model,

@@ -6,11 +6,10 @@
 //! their texts in one batch (the encoder pads nothing: each text attends
 //! only to itself, so a text's vector does not depend on its batch).
 
-use crate::api::ApiError;
-use axum::http::StatusCode;
+use crate::api::{ApiError, Fields};
 use base64::Engine as _;
 use candle_engine::{Embedder, Embedding, RerankScore, Reranker};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
@@ -176,43 +175,6 @@ pub struct EmbeddingsRequest {
     pub truncate: bool,
 }
 
-fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "the body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            format!("the body is not valid JSON: {e}"),
-        )),
-    }
-}
-
-fn take_bool(map: &mut Map<String, Value>, name: &str, default: bool) -> Result<bool, ApiError> {
-    match map.remove(name) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(b),
-        Some(v) => Err(ApiError::invalid(
-            name,
-            format!("`{name}` must be a boolean, got {v}"),
-        )),
-    }
-}
-
-fn refuse_unknown(map: &Map<String, Value>) -> Result<(), ApiError> {
-    match map.keys().next() {
-        Some(name) => Err(ApiError::invalid(
-            name.clone(),
-            format!("unknown field `{name}`"),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn token_ids(value: &Value, field: &str) -> Result<Vec<u32>, ApiError> {
     let Value::Array(items) = value else {
         return Err(ApiError::invalid(
@@ -236,24 +198,15 @@ fn token_ids(value: &Value, field: &str) -> Result<Vec<u32>, ApiError> {
 }
 
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
-    let mut map = object(body)?;
-    let model = match map.remove("model") {
-        Some(Value::String(s)) => s,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "model",
-                format!("`model` must be a string, got {v}"),
-            ))
-        }
-        None => return Err(ApiError::invalid("model", "`model` is required")),
-    };
+    let mut f = Fields::parse(body)?;
+    let model = f.required_string("model")?;
     let too_many = |n: usize| {
         ApiError::invalid(
             "input",
             format!("`input` holds {n} items; at most {MAX_INPUTS} per request"),
         )
     };
-    let work = match map.remove("input") {
+    let work = match f.take("input") {
         Some(Value::String(s)) => Work::Texts(vec![s]),
         Some(Value::Array(items)) if items.is_empty() => {
             return Err(ApiError::invalid("input", "`input` is an empty array"))
@@ -304,8 +257,8 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
             ));
         }
     }
-    let base64 = match map.remove("encoding_format") {
-        None | Some(Value::Null) => false,
+    let base64 = match f.take("encoding_format") {
+        None => false,
         Some(Value::String(s)) if s == "float" => false,
         Some(Value::String(s)) if s == "base64" => true,
         Some(v) => {
@@ -315,8 +268,8 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
             ))
         }
     };
-    let dimensions = match map.remove("dimensions") {
-        None | Some(Value::Null) => None,
+    let dimensions = match f.take("dimensions") {
+        None => None,
         Some(v) => match v.as_u64() {
             Some(d) if d >= 1 => Some(d as usize),
             _ => {
@@ -327,9 +280,9 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
             }
         },
     };
-    let truncate = take_bool(&mut map, "truncate", true)?;
-    map.remove("user");
-    refuse_unknown(&map)?;
+    let truncate = f.boolean_or("truncate", true)?;
+    f.take("user");
+    f.refuse_unknown()?;
     Ok(EmbeddingsRequest {
         model,
         work,
@@ -350,29 +303,13 @@ pub struct RerankRequest {
 }
 
 pub fn parse_rerank(body: &[u8]) -> Result<RerankRequest, ApiError> {
-    let mut map = object(body)?;
-    let model = match map.remove("model") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "model",
-                format!("`model` must be a string, got {v}"),
-            ))
-        }
-    };
-    let query = match map.remove("query") {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::String(_)) => return Err(ApiError::invalid("query", "`query` is empty")),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "query",
-                format!("`query` must be a string, got {v}"),
-            ))
-        }
-        None => return Err(ApiError::invalid("query", "`query` is required")),
-    };
-    let texts = match map.remove("texts") {
+    let mut f = Fields::parse(body)?;
+    let model = f.string("model")?;
+    let query = f.required_string("query")?;
+    if query.is_empty() {
+        return Err(ApiError::invalid("query", "`query` is empty"));
+    }
+    let texts = match f.take("texts") {
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_INPUTS => items
             .into_iter()
             .enumerate()
@@ -392,10 +329,10 @@ pub fn parse_rerank(body: &[u8]) -> Result<RerankRequest, ApiError> {
         }
         None => return Err(ApiError::invalid("texts", "`texts` is required")),
     };
-    let raw_scores = take_bool(&mut map, "raw_scores", false)?;
-    let return_text = take_bool(&mut map, "return_text", false)?;
-    let truncate = take_bool(&mut map, "truncate", true)?;
-    refuse_unknown(&map)?;
+    let raw_scores = f.boolean("raw_scores")?;
+    let return_text = f.boolean("return_text")?;
+    let truncate = f.boolean_or("truncate", true)?;
+    f.refuse_unknown()?;
     Ok(RerankRequest {
         model,
         query,

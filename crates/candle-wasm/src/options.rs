@@ -92,6 +92,7 @@ impl GenerateOptions {
                 seed: o.seed.unwrap_or(s.seed),
             },
             stop: o.stop.unwrap_or_default(),
+            ..defaults
         })
     }
 }

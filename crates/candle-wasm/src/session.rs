@@ -186,7 +186,8 @@ impl Session {
                     self.active = None;
                     return Err(Error::StepFailed(error).into());
                 }
-                StepEvent::PromptProcessed { .. } => {}
+                // No option asks for log-probabilities.
+                StepEvent::PromptProcessed { .. } | StepEvent::Logprob { .. } => {}
             }
         }
         Ok(Step::Text(text))
