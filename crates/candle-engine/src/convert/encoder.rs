@@ -5,6 +5,7 @@
 //! loads in `Embedder::load` and in llama.cpp's embedding mode.
 
 use super::files::{parse_json, read_text, require};
+use super::metadata::general_metadata;
 use super::to_gguf::QuantizeSummary;
 use super::{ConvertError, Result};
 use crate::encoder::Pooling;
@@ -12,7 +13,6 @@ use crate::encoder::{hf_naming, pooling_of_dir, renames, EncoderConfig, EncoderF
 use crate::weights::{RawTensor, SafetensorsDir, WeightSource};
 use candle_quant::gguf::{write_gguf, Progress, Value, ValueType};
 use candle_quant::preset::{plan_types, Preset};
-use candle_quant::QuantType;
 use serde_json::Value as Json;
 use std::path::Path;
 
@@ -77,24 +77,16 @@ pub fn quantize_encoder_dir(
         },
         progress,
     )?;
-    let mut types: Vec<(QuantType, usize)> = Vec::new();
-    for t in &plan {
-        match types.iter_mut().find(|(ty, _)| *ty == t.ty) {
-            Some((_, n)) => *n += 1,
-            None => types.push((t.ty, 1)),
-        }
-    }
-    types.sort_by_key(|t| std::cmp::Reverse(t.1));
-    Ok(QuantizeSummary {
-        architecture: "bert",
-        tensors: plan.len(),
-        types,
-        input_bytes: tensors
-            .iter()
-            .map(|(_, raw)| raw.bytes.as_slice().len() as u64)
-            .sum(),
+    let input_bytes = tensors
+        .iter()
+        .map(|(_, raw)| raw.bytes.as_slice().len() as u64)
+        .sum();
+    Ok(QuantizeSummary::of(
+        "bert",
+        &plan,
+        input_bytes,
         output_bytes,
-    })
+    ))
 }
 
 fn bert_metadata(
@@ -103,11 +95,6 @@ fn bert_metadata(
     preset: Preset,
     dir: &Path,
 ) -> Vec<(String, Value)> {
-    let name = dir
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "model".into());
     let u32_of = |n: usize| Value::U32(u32::try_from(n).unwrap_or(u32::MAX));
     // llama.cpp's LLAMA_POOLING_TYPE_*.
     let pooling_type: u32 = match pooling {
@@ -115,11 +102,8 @@ fn bert_metadata(
         Pooling::Cls => 2,
         Pooling::LastToken => 3,
     };
-    vec![
-        ("general.architecture".into(), "bert".into()),
-        ("general.name".into(), name.into()),
-        ("general.file_type".into(), preset.file_type().into()),
-        ("general.quantization_version".into(), 2u32.into()),
+    let mut m = general_metadata("bert", preset, dir);
+    m.extend([
         ("bert.context_length".into(), u32_of(c.max_positions)),
         ("bert.embedding_length".into(), u32_of(c.hidden_size)),
         (
@@ -134,7 +118,8 @@ fn bert_metadata(
         ),
         ("bert.attention.causal".into(), false.into()),
         ("bert.pooling_type".into(), pooling_type.into()),
-    ]
+    ]);
+    m
 }
 
 /// `tokenizer.ggml.*` for a WordPiece `tokenizer.json`, in llama.cpp's

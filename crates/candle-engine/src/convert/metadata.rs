@@ -10,8 +10,10 @@ use candle_quant::preset::Preset;
 use serde_json::Value as Json;
 use std::path::Path;
 
-pub(super) fn llama_metadata(
-    c: &DecoderConfig,
+/// The `general.*` keys of a file for `architecture`, quantized with
+/// `preset`, named after the model directory `dir`.
+pub(super) fn general_metadata(
+    architecture: &str,
     preset: Preset,
     dir: &Path,
 ) -> Vec<(String, Value)> {
@@ -20,12 +22,22 @@ pub(super) fn llama_metadata(
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "model".into());
-    let u32_of = |n: usize| Value::U32(u32::try_from(n).unwrap_or(u32::MAX));
-    let mut m: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), "llama".into()),
+    vec![
+        ("general.architecture".into(), architecture.into()),
         ("general.name".into(), name.into()),
         ("general.file_type".into(), preset.file_type().into()),
         ("general.quantization_version".into(), 2u32.into()),
+    ]
+}
+
+pub(super) fn llama_metadata(
+    c: &DecoderConfig,
+    preset: Preset,
+    dir: &Path,
+) -> Vec<(String, Value)> {
+    let u32_of = |n: usize| Value::U32(u32::try_from(n).unwrap_or(u32::MAX));
+    let mut m = general_metadata("llama", preset, dir);
+    m.extend([
         ("llama.vocab_size".into(), u32_of(c.vocab_size)),
         (
             "llama.context_length".into(),
@@ -48,7 +60,7 @@ pub(super) fn llama_metadata(
             (c.rms_norm_eps as f32).into(),
         ),
         ("llama.rope.dimension_count".into(), u32_of(c.head_dim)),
-    ];
+    ]);
     if c.head_dim * c.num_heads != c.hidden_size {
         m.push(("llama.attention.key_length".into(), u32_of(c.head_dim)));
         m.push(("llama.attention.value_length".into(), u32_of(c.head_dim)));

@@ -11,7 +11,7 @@ use crate::weights::{
     safetensors_files, GlobalTensor, LayerTensor, RawTensor, SafetensorsDir, TensorName,
     WeightSource,
 };
-use candle_quant::gguf::{write_gguf, Progress};
+use candle_quant::gguf::{write_gguf, Progress, TensorPlan};
 use candle_quant::preset::{plan_types, Preset};
 use candle_quant::QuantType;
 use serde_json::Value as Json;
@@ -30,6 +30,33 @@ pub struct QuantizeSummary {
     pub types: Vec<(QuantType, usize)>,
     pub input_bytes: u64,
     pub output_bytes: u64,
+}
+
+impl QuantizeSummary {
+    /// The summary of writing `plan` (each tensor's type) from sources of
+    /// `input_bytes` into `output_bytes`.
+    pub(super) fn of(
+        architecture: &'static str,
+        plan: &[TensorPlan],
+        input_bytes: u64,
+        output_bytes: u64,
+    ) -> Self {
+        let mut types: Vec<(QuantType, usize)> = Vec::new();
+        for t in plan {
+            match types.iter_mut().find(|(ty, _)| *ty == t.ty) {
+                Some((_, n)) => *n += 1,
+                None => types.push((t.ty, 1)),
+            }
+        }
+        types.sort_by_key(|t| std::cmp::Reverse(t.1));
+        Self {
+            architecture,
+            tensors: plan.len(),
+            types,
+            input_bytes,
+            output_bytes,
+        }
+    }
 }
 
 /// Quantizes the Hugging Face model directory `dir` to a GGUF file `out`
@@ -126,24 +153,16 @@ pub fn quantize_hf_dir(
         |i| load_f32(&tensors[i], &config),
         progress,
     )?;
-    let mut types: Vec<(QuantType, usize)> = Vec::new();
-    for t in &plan {
-        match types.iter_mut().find(|(ty, _)| *ty == t.ty) {
-            Some((_, n)) => *n += 1,
-            None => types.push((t.ty, 1)),
-        }
-    }
-    types.sort_by_key(|t| std::cmp::Reverse(t.1));
-    Ok(QuantizeSummary {
-        architecture: "llama",
-        tensors: plan.len(),
-        types,
-        input_bytes: tensors
-            .iter()
-            .map(|t| t.raw.bytes.as_slice().len() as u64)
-            .sum(),
+    let input_bytes = tensors
+        .iter()
+        .map(|t| t.raw.bytes.as_slice().len() as u64)
+        .sum();
+    Ok(QuantizeSummary::of(
+        "llama",
+        &plan,
+        input_bytes,
         output_bytes,
-    })
+    ))
 }
 
 /// A tensor of the checkpoint as the llama mapping expects it.
