@@ -94,4 +94,16 @@ impl Error {
             source,
         }
     }
+
+    /// A model path that names nothing.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn no_model_at(path: &std::path::Path) -> Self {
+        Self::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such model file or directory",
+            ),
+        )
+    }
 }

@@ -43,13 +43,7 @@ impl Model {
             return Self::load_hf_dir(path, max_context, backend);
         }
         if !path.exists() {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no such model file or directory",
-                ),
-            });
+            return Err(Error::no_model_at(path));
         }
         let model = GgufModel::new(candle_quant::gguf::GgufFile::open(path)?);
         Self::from_gguf_on(model, max_context, backend)

@@ -52,13 +52,7 @@ pub(super) fn load(path: &Path) -> Result<Parts> {
         return load_hf_dir(path);
     }
     if !path.exists() {
-        return Err(Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such model file or directory",
-            ),
-        });
+        return Err(Error::no_model_at(path));
     }
     load_gguf(GgufModel::new(candle_quant::gguf::GgufFile::open(path)?))
 }
