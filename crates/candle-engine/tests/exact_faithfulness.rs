@@ -13,6 +13,8 @@
 //! The models come from `scripts/fetch-models.sh` into
 //! `$HANZO_CANDLE_MODELS`, default `~/.cache/hanzo-candle/models`.
 
+mod common;
+
 use candle_engine::kv_cache::{CacheOptions, KvPrecision};
 use candle_engine::loader::Model;
 use candle_engine::perplexity::{
@@ -63,20 +65,7 @@ const GEMMA3: RealModel = RealModel {
 };
 
 fn model_path(model: &RealModel) -> PathBuf {
-    let dir = std::env::var_os("HANZO_CANDLE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/hanzo-candle/models")
-        });
-    let path = dir.join(model.file);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-models.sh {}",
-        path.display(),
-        model.name
-    );
-    path
+    common::real_model_path(model.file, model.name)
 }
 
 /// The scored rows of one run, and the token each predicts.

@@ -97,20 +97,7 @@ const GEMMA3: RealModel = RealModel {
 };
 
 fn model_path(model: &RealModel) -> PathBuf {
-    let dir = std::env::var_os("HANZO_CANDLE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/hanzo-candle/models")
-        });
-    let path = dir.join(model.file);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-models.sh {}",
-        path.display(),
-        model.name
-    );
-    path
+    common::real_model_path(model.file, model.name)
 }
 
 fn reference(model: &RealModel) -> Reference {

@@ -7,6 +7,25 @@ use candle_core::Device;
 use candle_engine::kv_cache::KvCache;
 use candle_engine::{Backend, Batch, Decoder};
 
+/// A real model of `$HANZO_CANDLE_MODELS` (default
+/// `~/.cache/hanzo-candle/models`); `fetch` is what
+/// `scripts/fetch-models.sh` calls it, named when the file is missing.
+pub fn real_model_path(file: &str, fetch: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("HANZO_CANDLE_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/hanzo-candle/models")
+        });
+    let path = dir.join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-models.sh {fetch}",
+        path.display()
+    );
+    path
+}
+
 /// The tensor path (what CUDA and Metal run) on the CPU device, or on the
 /// device `HANZO_TEST_DEVICE` names (`cuda:0`, `metal:0`) in a build with
 /// that feature: `scripts/gpu-check.sh` runs the tests so.
