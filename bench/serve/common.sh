@@ -10,6 +10,8 @@
 #                        SERVE_CTX x SERVE_SLOTS, which it splits evenly over
 #                        its slots when -np is given)
 #   SERVE_MAX_TOKENS     64
+#   SERVE_MIX            prompt lengths, loadgen.py's --mix: mixed (default;
+#                        about 20, 150 and 450 tokens) or short (about 20)
 #   SERVE_RAMP           seconds of load before the measured window, so the
 #                        first wave (all prompts arriving at once) is not
 #                        measured; 20
@@ -26,6 +28,7 @@ THREADS=${SERVE_THREADS:-2}
 SLOTS=${SERVE_SLOTS:-16}
 CTX=${SERVE_CTX:-1024}
 MAX_TOKENS=${SERVE_MAX_TOKENS:-64}
+MIX=${SERVE_MIX:-mixed}
 PORT=${SERVE_PORT:-18080}
 DRAIN=${SERVE_DRAIN:-180}
 RAMP=${SERVE_RAMP:-20}

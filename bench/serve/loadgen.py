@@ -71,18 +71,19 @@ SENTENCES = [
     "He moved the knight and leaned back, smiling at the board.",
     "Every answer raised two new questions for the team.",
 ]
-# Context words per prompt: short, medium and long prompts (roughly 20, 150
-# and 450 tokens with SmolLM2's tokenizer, all well inside a 1024 context
-# with 64 new tokens).
-LENGTHS = [0, 0, 10, 10, 30]
+# Sentences of notes per prompt, by --mix. "mixed": short, medium and long
+# prompts (roughly 20, 150 and 450 tokens with SmolLM2's tokenizer, all well
+# inside a 1024 context with 64 new tokens), which makes reading prompts most
+# of the work. "short": the one-line requests only, so generation is.
+NOTES_PER_PROMPT = {"mixed": [0, 0, 10, 10, 30], "short": [0]}
 
 
-def make_prompts(seed, count):
+def make_prompts(seed, count, mix="mixed"):
     rng = random.Random(seed)
     prompts = []
     for _ in range(count):
         topic = rng.choice(TOPICS)
-        n = rng.choice(LENGTHS)
+        n = rng.choice(NOTES_PER_PROMPT[mix])
         notes = " ".join(rng.choice(SENTENCES) for _ in range(n))
         if notes:
             prompts.append(f"Here are some notes:\n{notes}\n\nUsing them, write a long story about {topic}.")
@@ -263,7 +264,7 @@ async def warmup(args):
 
 
 async def run(args):
-    prompts = make_prompts(args.seed, args.prompts)
+    prompts = make_prompts(args.seed, args.prompts, args.mix)
     args.deepest = deepest_prompt(prompts, args.seed) if args.deepest else None
     if args.warmup:
         await warmup(args)
@@ -317,6 +318,7 @@ def summarize(args, results, t0, window, t_end):
         "ramp_s": args.ramp,
         "max_tokens": args.max_tokens,
         "seed": args.seed,
+        "mix": args.mix,
         "tok_s": round(window_tokens / args.duration, 2),
         "tok_s_whole_run": round(all_tokens / (last_chunk - t0), 2) if last_chunk > t0 else 0.0,
         "latency_requests": len(in_window),
@@ -357,6 +359,8 @@ def main():
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=1234, help="chooses the prompt set")
     p.add_argument("--prompts", type=int, default=64, help="size of the prompt set")
+    p.add_argument("--mix", choices=sorted(NOTES_PER_PROMPT), default="mixed",
+                   help="prompt lengths: mixed (about 20, 150 and 450 tokens) or short (about 20)")
     p.add_argument("--model", default=None, help="the request's model field (default: the first of GET /v1/models)")
     p.add_argument("--api-key", default=None)
     p.add_argument("--deepest", action="store_true",

@@ -2,7 +2,7 @@
 # The inference server under load: `hanzo-candle serve` against llama.cpp's
 # own `llama-server` (continuous batching), same model, threads, slots and
 # context per slot, driven by bench/serve/loadgen.py (N streaming chat
-# clients, greedy, SERVE_MAX_TOKENS tokens, mixed prompt lengths, each client
+# clients, greedy, SERVE_MAX_TOKENS tokens, SERVE_MIX prompt lengths, each client
 # sending its next request when the previous one ends).
 #
 #   bench/serve/run.sh [DURATION_S] [CLIENTS...]     # defaults: 30; 1 4 16 64
@@ -49,7 +49,7 @@ for clients in "${CLIENTS[@]}"; do
         fi
         log "$name: server $SERVER_PID up; ${RAMP} s ramp + ${DURATION} s measured"
         "$PY" "$HERE/loadgen.py" --url "http://127.0.0.1:$PORT" --clients "$clients" \
-            --ramp "$RAMP" --duration "$DURATION" --max-tokens "$MAX_TOKENS" --drain "$DRAIN" --label "$name" \
+            --ramp "$RAMP" --duration "$DURATION" --max-tokens "$MAX_TOKENS" --mix "$MIX" --drain "$DRAIN" --label "$name" \
             --json "$OUT/$name.json" >/dev/null
         stop_server
         ((SERVER_RC == 0)) || log "$server exited with status $SERVER_RC after SIGTERM (see $OUT/$name.log)"
