@@ -106,15 +106,42 @@ def unpermute(w, n_head):
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def dequantized_tensors(reader):
+    """Every tensor of the GGUF, dequantized by gguf-py, in transformers' shape."""
+    tensors = {}
+    for t in reader.tensors:
+        shape = tuple(reversed([int(d) for d in t.shape]))
+        tensors[t.name] = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+    return tensors
+
+
+def transformers_state(tensors, layer_names, tied, convert):
+    """GGUF tensor names to transformers' state-dict names; `layer_names`
+    maps a block tensor's part (attn_q, ...) to its module, and
+    `convert(part, w)` undoes what the converter did to a tensor ("token_embd",
+    "output_norm" and "output" are the parts of the three outside blocks)."""
+    outside = {"token_embd": "model.embed_tokens.weight", "output_norm": "model.norm.weight",
+               "output": "lm_head.weight"}
+    state = {}
+    for name, w in tensors.items():
+        part = name.split(".")[0] if name.count(".") == 1 else name.split(".")[2]
+        w = convert(part, w)
+        if part in outside:
+            state[outside[part]] = w
+        else:
+            layer = name.split(".")[1]
+            state[f"model.layers.{layer}.{layer_names[part]}.weight"] = w
+    if tied:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    return state
+
+
 def transformers_model(path, f16=False):
     reader = GGUFReader(str(path))
     heads = int(field(reader, "llama.attention.head_count"))
     kv_heads = int(field(reader, "llama.attention.head_count_kv"))
     hidden = int(field(reader, "llama.embedding_length"))
-    tensors = {}
-    for t in reader.tensors:
-        shape = tuple(reversed([int(d) for d in t.shape]))
-        tensors[t.name] = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+    tensors = dequantized_tensors(reader)
     config = LlamaConfig(
         vocab_size=int(field(reader, "llama.vocab_size")),
         hidden_size=hidden,
@@ -143,23 +170,10 @@ def transformers_model(path, f16=False):
         "ffn_up": "mlp.up_proj",
         "ffn_down": "mlp.down_proj",
     }
-    state = {}
-    for name, w in tensors.items():
-        if name == "token_embd.weight":
-            state["model.embed_tokens.weight"] = w
-        elif name == "output_norm.weight":
-            state["model.norm.weight"] = w
-        elif name == "output.weight":
-            state["lm_head.weight"] = w
-        else:
-            _, layer, part, _ = name.split(".")
-            if part == "attn_q":
-                w = unpermute(w, heads)
-            elif part == "attn_k":
-                w = unpermute(w, kv_heads)
-            state[f"model.layers.{layer}.{names[part]}.weight"] = w
-    if config.tie_word_embeddings:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    unpermuted = {"attn_q": heads, "attn_k": kv_heads}
+    state = transformers_state(
+        tensors, names, config.tie_word_embeddings,
+        lambda part, w: unpermute(w, unpermuted[part]) if part in unpermuted else w)
     model = LlamaForCausalLM(config).to(torch.float32)
 
     def weight(v):
@@ -175,10 +189,7 @@ def gemma3_model(path):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     reader = GGUFReader(str(path))
-    tensors = {}
-    for t in reader.tensors:
-        shape = tuple(reversed([int(d) for d in t.shape]))
-        tensors[t.name] = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+    tensors = dequantized_tensors(reader)
     layers = int(field(reader, "gemma3.block_count"))
     config = Gemma3TextConfig(
         vocab_size=tensors["token_embd.weight"].shape[0],
@@ -219,22 +230,10 @@ def gemma3_model(path):
         "ffn_up": "mlp.up_proj",
         "ffn_down": "mlp.down_proj",
     }
-    state = {}
-    for name, w in tensors.items():
-        # The converter stored Gemma's norm weights as 1 + w.
-        if name.endswith("norm.weight"):
-            w = w - np.float32(1)
-        if name == "token_embd.weight":
-            state["model.embed_tokens.weight"] = w
-        elif name == "output_norm.weight":
-            state["model.norm.weight"] = w
-        elif name == "output.weight":
-            state["lm_head.weight"] = w
-        else:
-            _, layer, part, _ = name.split(".")
-            state[f"model.layers.{layer}.{names[part]}.weight"] = w
-    if config.tie_word_embeddings:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    # The converter stored Gemma's norm weights as 1 + w.
+    state = transformers_state(
+        tensors, names, config.tie_word_embeddings,
+        lambda part, w: w - np.float32(1) if part.endswith("norm") else w)
     model = Gemma3ForCausalLM(config).to(torch.float32)
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()},
                                                 strict=False)
