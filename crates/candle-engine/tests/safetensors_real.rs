@@ -76,23 +76,7 @@ fn reference_f16() -> Reference {
 }
 
 fn gguf_path() -> PathBuf {
-    model_path("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2")
-}
-
-fn model_path(file: &str, fetch_name: &str) -> PathBuf {
-    let dir = std::env::var_os("HANZO_CANDLE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/hanzo-candle/models")
-        });
-    let path = dir.join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-models.sh {fetch_name}",
-        path.display()
-    );
-    path
+    common::real_model_path("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2")
 }
 
 fn work_dir() -> PathBuf {
@@ -300,8 +284,11 @@ fn smollm2_exact_reference_matches_transformers_within_1e_4() {
 fn gemma3_exact_reference_matches_transformers_log_probabilities_within_1e_4() {
     let reference: Reference =
         serde_json::from_str(&fixture("../gemma3/transformers.json")).unwrap();
-    let mut model =
-        Model::load(&model_path("gemma-3-270m-q4_k_m.gguf", "gemma3"), Some(64)).unwrap();
+    let mut model = Model::load(
+        &common::real_model_path("gemma-3-270m-q4_k_m.gguf", "gemma3"),
+        Some(64),
+    )
+    .unwrap();
     model.decoder = model.decoder.into_exact().unwrap();
     let c = compare(&reference, &logits_of(&model, &reference));
     eprintln!(

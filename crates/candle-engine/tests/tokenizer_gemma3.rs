@@ -8,6 +8,8 @@
 //! `~/.cache/hanzo-candle/models`. Every comparison is exact: token ids and
 //! text either match or they do not.
 
+mod common;
+
 use candle_engine::chat::{ChatTemplate, Message};
 use candle_engine::gguf::GgufModel;
 use candle_engine::tokenizer::{GgufTokenizerOptions, GgufTokenizerSpec, TextStream, Tokenizer};
@@ -44,22 +46,6 @@ struct Chat {
 /// Gemma's BOS id (`tokenizer.ggml.bos_token_id`).
 const BOS: u32 = 2;
 
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("HANZO_CANDLE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/hanzo-candle/models")
-        });
-    let path = dir.join("gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-models.sh gemma3",
-        path.display()
-    );
-    path
-}
-
 fn reference() -> Reference {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma3/tokenizer.json");
@@ -67,7 +53,13 @@ fn reference() -> Reference {
 }
 
 fn open() -> GgufModel {
-    GgufModel::new(GgufFile::open(model_path()).unwrap())
+    GgufModel::new(
+        GgufFile::open(common::real_model_path(
+            "gemma-3-270m-q4_k_m.gguf",
+            "gemma3",
+        ))
+        .unwrap(),
+    )
 }
 
 /// Checks `tokenizer` against llama.cpp on every case, both directions.
