@@ -312,12 +312,18 @@ kernel!(BlockQ4_0, dot_q4_0, dot4_q4_0, dot_q4_0, 8, [
     Avx2 => x86::rows8::avx2::rows8_tile_q4_0,
     Avx512Vnni => x86::rows8::avx512::rows8_tile_q4_0
 ]);
-kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1);
+kernel!(BlockQ4_1, dot_q4_1, dot4_q4_1, dot_q4_1; tile [
+    Avx2 => x86::rows8::avx2::rows8_tile_q4_1,
+    Avx512Vnni => x86::rows8::avx512::rows8_tile_q4_1
+]);
 kernel!(BlockQ5_0, dot_q5_0, dot4_q5_0, dot_q5_0, 16, [
     Avx2 => x86::rows8::avx2::rows8_tile_q5_0,
     Avx512Vnni => x86::rows8::avx512::rows8_tile_q5_0
 ]);
-kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, dot_q5_1);
+kernel!(BlockQ5_1, dot_q5_1, dot4_q5_1, dot_q5_1; tile [
+    Avx2 => x86::rows8::avx2::rows8_tile_q5_1,
+    Avx512Vnni => x86::rows8::avx512::rows8_tile_q5_1
+]);
 kernel!(BlockQ8_0, dot_q8_0, dot4_q8_0, dot_q8_0, 128, [
     Avx512Vnni => x86::avx512::aux_tile_q8_0
 ]);

@@ -495,36 +495,89 @@ fn aux_kernels_equal_their_reference_bitwise() {
     }
 }
 
+/// Every [`Kernel::tile`] kernel of `B` here against `dot_ref`, bitwise (see
+/// [`assert_tile_equals`]).
+fn assert_plain_tile_equals_reference<B: Kernel>(
+    weights: Vec<B>,
+    n_blocks: usize,
+    acts: Vec<B::Act>,
+) {
+    let out_rows = weights.len() / n_blocks;
+    for tile in isas_under_test().into_iter().filter_map(B::tile) {
+        assert_tile_equals(
+            &weights,
+            n_blocks,
+            &acts,
+            B::dot_ref,
+            |rows, tokens, out| {
+                // SAFETY: out holds every token × out_rows values; acts every token.
+                unsafe {
+                    tile(
+                        &weights,
+                        n_blocks,
+                        rows,
+                        &acts,
+                        tokens,
+                        out.as_mut_ptr(),
+                        out_rows,
+                    )
+                }
+            },
+        );
+    }
+}
+
+/// The Q4_1 and Q5_1 tile kernels (eight weight rows per vector) redo the scalar
+/// reference's arithmetic, `isum·(d·d_a) + m·s_a` per block: bitwise equal to
+/// `dot_ref` on quantized real-valued rows (21 weight rows: two full groups of 8 and
+/// a partial one; 31 tokens: every tile size and a remainder), including 18-block
+/// rows (SmolLM2's 576 features), and on random quant bytes with real scales and mins.
+#[test]
+fn offset_format_tile_kernels_equal_the_reference_bitwise() {
+    fn check<B: Kernel<Act = BlockQ8_1>>(rng: &mut StdRng, n_blocks: usize) {
+        let n = n_blocks * B::ELEMS;
+        let w_f: Vec<f32> = (0..21 * n)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let x: Vec<f32> = (0..31 * n)
+            .map(|_| rng.random_range(-3.0f32..3.0))
+            .collect();
+        assert_plain_tile_equals_reference::<B>(
+            w_f.chunks_exact(B::ELEMS).map(B::quantize).collect(),
+            n_blocks,
+            crate::quant::quantize_activations(&x),
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(10);
+    for n_blocks in [1, 2, 5, 18] {
+        check::<BlockQ4_1>(&mut rng, n_blocks);
+        check::<BlockQ5_1>(&mut rng, n_blocks);
+    }
+    for n_blocks in [1, 3] {
+        let (_, acts) = random_q8_0_and_q8_1(&mut rng, 29 * n_blocks, 127, |r| {
+            r.random_range(0.001f32..0.1)
+        });
+        let mut w: Vec<BlockQ4_1> = random_bytes(&mut rng, 21 * n_blocks);
+        for b in &mut w {
+            set_f16(&mut b.d, rng.random_range(-0.1f32..0.1));
+            set_f16(&mut b.m, rng.random_range(-0.1f32..0.1));
+        }
+        assert_plain_tile_equals_reference(w, n_blocks, acts.clone());
+        let mut w: Vec<BlockQ5_1> = random_bytes(&mut rng, 21 * n_blocks);
+        for b in &mut w {
+            set_f16(&mut b.d, rng.random_range(-0.1f32..0.1));
+            set_f16(&mut b.m, rng.random_range(-0.1f32..0.1));
+        }
+        assert_plain_tile_equals_reference(w, n_blocks, acts);
+    }
+}
+
 /// The K-quant tile kernels (eight weight rows per vector) redo the scalar reference's
 /// arithmetic: bitwise equal to `dot_ref`, on quantized real-valued rows and on random
 /// bytes (every scale and min bit pattern, extreme activations).
 #[test]
 fn k_quant_tile_kernels_equal_the_reference_bitwise() {
-    fn check<B: Kernel<Act = BlockQ8K>>(weights: Vec<B>, n_blocks: usize, acts: Vec<BlockQ8K>) {
-        let out_rows = weights.len() / n_blocks;
-        for tile in isas_under_test().into_iter().filter_map(B::tile) {
-            assert_tile_equals(
-                &weights,
-                n_blocks,
-                &acts,
-                B::dot_ref,
-                |rows, tokens, out| {
-                    // SAFETY: out holds every token × out_rows values; acts every token.
-                    unsafe {
-                        tile(
-                            &weights,
-                            n_blocks,
-                            rows,
-                            &acts,
-                            tokens,
-                            out.as_mut_ptr(),
-                            out_rows,
-                        )
-                    }
-                },
-            );
-        }
-    }
+    let check = assert_plain_tile_equals_reference::<BlockQ4K>;
     let mut rng = StdRng::seed_from_u64(9);
     for n_blocks in [1, 3] {
         let n = n_blocks * 256;
@@ -532,7 +585,7 @@ fn k_quant_tile_kernels_equal_the_reference_bitwise() {
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
         let acts = random_q8k(&mut rng, 29 * n_blocks, 127, one);
-        check::<BlockQ4K>(
+        check(
             w_f.chunks_exact(256).map(BlockQ4K::quantize).collect(),
             n_blocks,
             acts,
@@ -545,7 +598,7 @@ fn k_quant_tile_kernels_equal_the_reference_bitwise() {
         let acts = random_q8k(&mut rng, 29 * n_blocks, 127, |r| {
             r.random_range(0.001f32..0.1)
         });
-        check::<BlockQ4K>(w, n_blocks, acts);
+        check(w, n_blocks, acts);
     }
 }
 

@@ -852,6 +852,65 @@ macro_rules! rows8_tokens {
     };
 }
 
+/// `N` activation rows starting at token `first` against 8 weight rows of an offset
+/// format (Q4_1, Q5_1: `x = d·q + m` with unsigned `q`, so no bias to cancel), one f32
+/// lane per weight row. Per block and lane the scalar reference's expression
+/// `isum·(d·d_a) + m·s_a`, added to the row's sum, so results are `dot_ref`'s bits.
+macro_rules! rows8_affine_tokens {
+    ($features:literal, $name:ident, $block:ty, $prep:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const N: usize>(
+            rows: &[*const $block; ROWS],
+            blocks_per_row: usize,
+            (a,): (&[BlockQ8_1],),
+            first: usize,
+        ) -> [__m256; N] {
+            const { assert!(N <= 16) };
+            let mut sums = [_mm256_setzero_ps(); N];
+            let group_bytes = ROWS * std::mem::size_of::<$block>();
+            for j in 0..blocks_per_row {
+                prefetch_group_ahead(rows[0] as *const i8, blocks_per_row, group_bytes, j);
+                let (quants, d, m) = $prep(rows, j);
+                macro_rules! token {
+                    ($t:literal) => {
+                        if $t < N {
+                            let act = a.get_unchecked((first + $t) * blocks_per_row + j);
+                            let qa = act.qs.as_ptr() as *const i32;
+                            // As in `rows8_tokens`: short tiles split the chain.
+                            let chains = if N < 4 { 4 } else { 1 };
+                            let mut isum = [_mm256_setzero_si256(); 4];
+                            for (g, q) in quants.iter().enumerate() {
+                                let four = _mm256_set1_epi32(qa.add(g).read_unaligned());
+                                let c = g % chains;
+                                isum[c] = dpbusd_acc(isum[c], *q, four);
+                            }
+                            let isum = if chains == 1 {
+                                isum[0]
+                            } else {
+                                _mm256_add_epi32(
+                                    _mm256_add_epi32(isum[0], isum[1]),
+                                    _mm256_add_epi32(isum[2], isum[3]),
+                                )
+                            };
+                            // The activation's adjacent f16 d and s in one conversion.
+                            let bits = std::ptr::read_unaligned(act as *const BlockQ8_1 as *const i32);
+                            let ds = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+                            let da = _mm256_broadcastss_ps(ds);
+                            let sa = _mm256_broadcastss_ps(_mm_movehdup_ps(ds));
+                            let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, da));
+                            let block = _mm256_add_ps(scaled, _mm256_mul_ps(m, sa));
+                            sums[$t] = _mm256_add_ps(sums[$t], block);
+                        }
+                    };
+                }
+                unroll!(token: 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+            }
+            sums
+        }
+    };
+}
+
 /// A tile kernel (see `AuxTileFn` and `TileFn`; `aux` for the former): weight rows
 /// in groups of 8 (the last group re-reads its last row in the missing lanes and
 /// stores only the real ones), activation rows in tiles of the given sizes, largest
@@ -901,7 +960,8 @@ macro_rules! rows8_tile {
     };
 }
 
-/// Rows-in-lanes tile kernels for Q4_0 and Q5_0 (Q4_K: [`rows8_q4_k_kernel`]): eight
+/// Rows-in-lanes tile kernels for Q4_0, Q5_0, Q4_1 and Q5_1 (Q4_K:
+/// [`rows8_q4_k_kernel`]): eight
 /// weight rows share each vector, lane `r` holding row `r`, so one `vpdpbusd` against
 /// four broadcast activation quants advances eight rows' exact block sums, and the
 /// block's scale multiply and sum are one vector op each for all eight rows instead of
@@ -910,7 +970,8 @@ macro_rules! rows8_tile {
 /// `store_lanes`.
 ///
 /// Each output is the scalar reference's own arithmetic: per block, the exact integer
-/// sum times the f32 product of the two scales, fused-added in block order. So these
+/// sum times the f32 product of the two scales (plus, for Q4_1/Q5_1, the weight's min
+/// times the activation's block sum), added in block order. So these
 /// kernels are bitwise equal to `BlockFormat::dot_ref` on every machine.
 macro_rules! rows8_kernels {
     ($features:literal, $sym_tiles:tt) => {
@@ -1040,6 +1101,68 @@ macro_rules! rows8_kernels {
             BlockQ8_0,
             $sym_tiles,
             aux
+        );
+
+        /// The 8 rows' f16 `d` and `m` (the first four bytes of a Q4_1/Q5_1 block, in
+        /// `first_words`' lanes) as f32 lanes.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn row_scales_mins(first_words: __m256i) -> (__m256, __m256) {
+            (
+                row_scales(first_words),
+                row_scales(_mm256_srli_epi32::<16>(first_words)),
+            )
+        }
+
+        /// Q4_1: quants (0..=15, already unsigned), scales and mins of block `j` of 8 rows.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q4_1(
+            rows: &[*const BlockQ4_1; ROWS],
+            j: usize,
+        ) -> ([__m256i; 8], __m256, __m256) {
+            let blocks = rows.map(|p| p.add(j));
+            let quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
+            let header = packed_groups(blocks.map(|b| b as *const u8));
+            let (d, m) = row_scales_mins(header[0]);
+            (quants, d, m)
+        }
+
+        /// Q5_1: quants (0..=31), scales and mins of block `j` of 8 rows; the high
+        /// bits as for Q5_0, `qh` being bytes 4..8 of each block.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn prep_q5_1(
+            rows: &[*const BlockQ5_1; ROWS],
+            j: usize,
+        ) -> ([__m256i; 8], __m256, __m256) {
+            let blocks = rows.map(|p| p.add(j));
+            let mut quants = nibble_groups(blocks.map(|b| (*b).qs.as_ptr()));
+            let header = packed_groups(blocks.map(|b| b as *const u8));
+            for (g, q) in quants.iter_mut().enumerate() {
+                *q = add_high_bits(*q, header[1], g);
+            }
+            let (d, m) = row_scales_mins(header[0]);
+            (quants, d, m)
+        }
+
+        rows8_affine_tokens!($features, tokens_q4_1, BlockQ4_1, prep_q4_1);
+        rows8_affine_tokens!($features, tokens_q5_1, BlockQ5_1, prep_q5_1);
+        rows8_tile!(
+            $features,
+            rows8_tile_q4_1,
+            tokens_q4_1,
+            BlockQ4_1,
+            BlockQ8_1,
+            $sym_tiles
+        );
+        rows8_tile!(
+            $features,
+            rows8_tile_q5_1,
+            tokens_q5_1,
+            BlockQ5_1,
+            BlockQ8_1,
+            $sym_tiles
         );
     };
 }

@@ -28,17 +28,32 @@ unsafe impl bytemuck::Pod for BlockQ8_1 {}
 /// The f32 scale `amax / 127`, the quants and their sum, as ggml's x86 quantizer
 /// computes them. The quants never reach -128 (|x · 127/amax| <= 127 up to one
 /// rounding), which keeps the AVX2 `maddubs` sign trick free of saturation.
+///
+/// Written so that LLVM vectorizes it (a prefill quantizes every matmul input; the
+/// scalar loops were 7% of SmolLM2's pp512): 8-lane maxima by compare and select
+/// (`f32::max` stayed scalar), exact and order-free, which skip NaN as `max` does;
+/// every quant the same IEEE multiply and round as element by element.
 fn quantize_x86(src: &[f32]) -> (f32, [i8; QK], i32) {
-    let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut values = [0f32; QK];
+    values.copy_from_slice(&src[..QK]);
+    let mut lane_max = [0f32; 8];
+    for chunk in values.chunks_exact(8) {
+        for (m, v) in lane_max.iter_mut().zip(chunk) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let amax = lane_max.iter().fold(0f32, |m, &v| m.max(v));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    let mut qs = [0i8; QK];
-    let mut sum = 0i32;
-    for (q, &v) in qs.iter_mut().zip(src) {
-        *q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
-        sum += *q as i32;
-    }
-    (d, qs, sum)
+    let wide = values.map(|v| {
+        let q = (v * id).round_ties_even().clamp(-127.0, 127.0);
+        // NaN becomes 0 as `as` would make it; the saturating `as` itself stayed scalar.
+        let q = if q.is_nan() { 0.0 } else { q };
+        // SAFETY: `q` is finite and within -127..=127, so it fits i32.
+        unsafe { q.to_int_unchecked::<i32>() }
+    });
+    (d, wide.map(|q| q as i8), wide.iter().sum())
 }
 
 /// As an activation, Q8_0 uses ggml's x86 rounding; as a weight format
