@@ -218,9 +218,13 @@ struct ClassifierHead {
 
 impl ClassifierHead {
     fn logits(&self, first_token: &[f32]) -> Result<Vec<f32>> {
-        let mut pooled = self.dense.forward(first_token, 1)?;
+        let (mut pooled, mut logits) = (Vec::new(), Vec::new());
+        self.dense
+            .forward(first_token, 1, model::Then::Nothing, &mut pooled)?;
         pooled.iter_mut().for_each(|v| *v = v.tanh());
-        self.output.forward(&pooled, 1)
+        self.output
+            .forward(&pooled, 1, model::Then::Nothing, &mut logits)?;
+        Ok(logits)
     }
 }
 
