@@ -239,7 +239,10 @@ impl Linear {
 
     fn stack(parts: Vec<(RawTensor, usize, Vec<f32>)>, inp: usize) -> Result<Self> {
         let out: usize = parts.iter().map(|(_, rows, _)| rows).sum();
-        let bias = parts.iter().flat_map(|(_, _, b)| b.iter().copied()).collect();
+        let bias = parts
+            .iter()
+            .flat_map(|(_, _, b)| b.iter().copied())
+            .collect();
         let weight = if parts.iter().all(|(raw, ..)| raw.ty == QuantType::F32) {
             let mut values = Vec::with_capacity(out * inp);
             for (raw, rows, _) in &parts {
@@ -288,10 +291,9 @@ impl Linear {
                 }
             }
         };
-        let pool = global_pool()?;
         match &self.weight {
             Weight::F32(packed) => {
-                sgemm_threaded(&pool, self.isa, x, self.in_features, tokens, packed, out, &finish)?
+                sgemm_threaded(self.isa, x, self.in_features, tokens, packed, out, &finish)?
             }
             Weight::Quantized(parts) => {
                 if let [only] = &parts[..] {
@@ -489,7 +491,9 @@ impl Encoder {
             attention_output.forward(&context, tokens, Then::Add(&x), &mut attended)?;
             layer.attention_norm.apply(&mut attended)?;
             let activation = Then::Activate(self.config.activation);
-            layer.up.forward(&attended, tokens, activation, &mut inner)?;
+            layer
+                .up
+                .forward(&attended, tokens, activation, &mut inner)?;
             layer
                 .down
                 .forward(&inner, tokens, Then::Add(&attended), &mut x)?;

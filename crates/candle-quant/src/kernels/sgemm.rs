@@ -15,7 +15,7 @@
 
 use std::ops::Range;
 
-use super::{Isa, ThreadPool};
+use super::{global_pool, Isa};
 use crate::quant::QuantError;
 
 /// Rows of `b` (columns of `c`) per panel: one AVX-512 vector.
@@ -68,7 +68,14 @@ impl PackedB {
         n: usize,
         k: usize,
     ) -> Result<(), QuantError> {
-        check_strided("PackedB::pack_rows", "b ((n - 1) * ldb + k, ldb >= k)", b, ldb, n, k)?;
+        check_strided(
+            "PackedB::pack_rows",
+            "b ((n - 1) * ldb + k, ldb >= k)",
+            b,
+            ldb,
+            n,
+            k,
+        )?;
         self.reshape(n, k);
         let start = self.start;
         for j in 0..n {
@@ -89,7 +96,14 @@ impl PackedB {
         k: usize,
         n: usize,
     ) -> Result<(), QuantError> {
-        check_strided("PackedB::pack_columns", "bt ((k - 1) * ld + n, ld >= n)", bt, ld, k, n)?;
+        check_strided(
+            "PackedB::pack_columns",
+            "bt ((k - 1) * ld + n, ld >= n)",
+            bt,
+            ld,
+            k,
+            n,
+        )?;
         self.reshape(n, k);
         let start = self.start;
         for kk in 0..k {
@@ -165,10 +179,10 @@ pub fn sgemm(
 /// A function of a finished stretch of one row of `c`: `(row, first column, values)`.
 pub type Epilogue<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) + Sync);
 
-/// [`sgemm`] with `c` dense ([m, n]) over `pool`'s threads, then `epilogue` on every
-/// stretch of `c` while it is still in cache (a bias, an activation, a residual).
+/// [`sgemm`] with `c` dense ([m, n]) over the [`global_pool`]'s threads, then
+/// `epilogue` on every stretch of `c` while it is still in cache (a bias, an
+/// activation, a residual).
 pub fn sgemm_threaded(
-    pool: &ThreadPool,
     isa: Isa,
     a: &[f32],
     lda: usize,
@@ -188,7 +202,7 @@ pub fn sgemm_threaded(
     let a_ptr = SharedA(a.as_ptr());
     let a_ptr = &a_ptr;
     // Column-group-major, so the threads work on the same weights at the same time.
-    pool.run(groups * chunks, &|task| {
+    global_pool()?.run(groups * chunks, &|task| {
         let (g, chunk) = (task / chunks, task % chunks);
         let rows = chunk * TASK_ROWS..((chunk + 1) * TASK_ROWS).min(m);
         // SAFETY: the shapes were checked above, and each task writes only its own
@@ -377,7 +391,6 @@ mod tests {
     /// multiple of MR, columns not a multiple of a panel or a group, k over KC.
     #[test]
     fn products_match_f64_sums() {
-        let pool = ThreadPool::new(2).unwrap();
         for &(m, n, k) in &[
             (1, 1, 1),
             (5, 17, 3),
@@ -393,13 +406,15 @@ mod tests {
                 let mut c = vec![f32::NAN; m * n];
                 sgemm(isa, &a, k, m, &packed, &mut c, n).unwrap();
                 let mut threaded = vec![f32::NAN; m * n];
-                sgemm_threaded(&pool, isa, &a, k, m, &packed, &mut threaded, &|_, _, _| {})
-                    .unwrap();
+                sgemm_threaded(isa, &a, k, m, &packed, &mut threaded, &|_, _, _| {}).unwrap();
                 // Each value is a sum of k products of magnitude ≤ 1: f32 rounding of
                 // k terms stays far below 1e-5 · k.
                 let tol = 1e-5 * k as f32;
                 for (i, ((&got, &t), &w)) in c.iter().zip(&threaded).zip(&want).enumerate() {
-                    assert!((got - w).abs() <= tol, "{isa:?} {m}x{n}x{k} [{i}]: {got} vs {w}");
+                    assert!(
+                        (got - w).abs() <= tol,
+                        "{isa:?} {m}x{n}x{k} [{i}]: {got} vs {w}"
+                    );
                     assert_eq!(got.to_bits(), t.to_bits(), "{isa:?} threads changed [{i}]");
                 }
             }

@@ -33,8 +33,7 @@ unsafe fn tile512<const R: usize, const NP: usize>(t: &TileArgs, a: *const f32, 
     let mut b = t.b;
     let mut a = a;
     for _ in 0..t.kc {
-        let bv: [__m512; NP] =
-            std::array::from_fn(|p| _mm512_load_ps(b.add(p * t.panel_stride)));
+        let bv: [__m512; NP] = std::array::from_fn(|p| _mm512_load_ps(b.add(p * t.panel_stride)));
         for (r, row) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_ps(*a.add(r * t.lda));
             for (v, &w) in row.iter_mut().zip(&bv) {
