@@ -1,9 +1,10 @@
 //! f32 matrix products `c = a · bᵀ` with `b` repacked once: the dense layers of an
 //! f32 encoder and its attention.
 //!
-//! `b` ([n, k], a linear layer's weight [out, in]) is stored as panels of
-//! [`PANEL`] of its rows, k-major: `panel[p][kk][j] = b[p·16 + j][kk]`, zero-padded
-//! to whole panels and 64-byte aligned. A micro-kernel then keeps a tile of up to
+//! `b` ([n, k], a linear layer's weight [out, in]) is stored in groups of 4 panels of
+//! [`PANEL`] of its rows, k-major with the group's panels side by side:
+//! `group[g][kk][p·16 + j] = b[(4g + p)·16 + j][kk]`, zero-padded to whole panels and
+//! 64-byte aligned, so a k step of a tile reads one contiguous stretch. A micro-kernel then keeps a tile of up to
 //! [`MR`] rows of `c` × 64 columns in registers, reads one vector of 16 `b` values
 //! per panel and k step, and broadcasts one `a` value per row: no transposes, no
 //! copies of `a`, and the k loop is blocked by [`KC`] so a tile's `a` values stay in
@@ -79,9 +80,9 @@ impl PackedB {
         self.reshape(n, k);
         let start = self.start;
         for j in 0..n {
-            let panel = start + (j / PANEL) * k * PANEL + j % PANEL;
+            let (at, step) = self.place(j / PANEL, k);
             for (kk, &v) in b[j * ldb..j * ldb + k].iter().enumerate() {
-                self.data[panel + kk * PANEL] = v;
+                self.data[start + at + kk * step + j % PANEL] = v;
             }
         }
         Ok(())
@@ -109,11 +110,25 @@ impl PackedB {
         for kk in 0..k {
             let row = &bt[kk * ld..kk * ld + n];
             for (p, chunk) in row.chunks(PANEL).enumerate() {
-                let at = start + p * k * PANEL + kk * PANEL;
+                let (at, step) = self.place(p, k);
+                let at = start + at + kk * step;
                 self.data[at..at + chunk.len()].copy_from_slice(chunk);
             }
         }
         Ok(())
+    }
+
+    /// Where panel `p`'s first value lies (from `start`), and the floats from one k
+    /// step of its group to the next.
+    fn place(&self, p: usize, k: usize) -> (usize, usize) {
+        let (g, within) = (p / GROUP, p % GROUP);
+        let step = self.group_panels(g) * PANEL;
+        (g * GROUP * PANEL * k + within * PANEL, step)
+    }
+
+    /// Panels in group `g` (the last group may have fewer than [`GROUP`]).
+    fn group_panels(&self, g: usize) -> usize {
+        (self.n.div_ceil(PANEL) - g * GROUP).min(GROUP)
     }
 
     fn reshape(&mut self, n: usize, k: usize) {
@@ -246,7 +261,7 @@ unsafe fn block(
     let k = b.k;
     let panels = b.panels();
     let first_panel = g * GROUP;
-    let n_panels = (b.n.div_ceil(PANEL) - first_panel).min(GROUP);
+    let n_panels = b.group_panels(g);
     let cols = (b.n - first_panel * PANEL).min(GROUP * PANEL);
     let kernel = Kernel::for_isa(isa);
     for k0 in (0..k.max(1)).step_by(KC) {
@@ -254,8 +269,10 @@ unsafe fn block(
         let tile = TileArgs {
             kc,
             lda,
-            b: panels.as_ptr().add(first_panel * k * PANEL + k0 * PANEL),
-            panel_stride: k * PANEL,
+            b: panels
+                .as_ptr()
+                .add(first_panel * k * PANEL + k0 * n_panels * PANEL),
+            step: n_panels * PANEL,
             n_panels,
             cols,
             ldc,
@@ -280,10 +297,10 @@ pub(crate) struct TileArgs {
     /// k values of this pass.
     pub kc: usize,
     pub lda: usize,
-    /// The first panel's values at this pass's first k.
+    /// The group's values at this pass's first k.
     pub b: *const f32,
-    /// Floats from one panel to the next.
-    pub panel_stride: usize,
+    /// Floats from one k step to the next (the group's panels side by side).
+    pub step: usize,
     /// Panels in the group (1..=4).
     pub n_panels: usize,
     /// Columns of `c` to write (1..=64): the last panel may be partial.
@@ -334,7 +351,7 @@ impl Kernel {
 unsafe fn portable_tile(t: &TileArgs, mr: usize, a: *const f32, c: *mut f32) {
     for p in 0..t.n_panels {
         let width = (t.cols - p * PANEL).min(PANEL);
-        let panel = t.b.add(p * t.panel_stride);
+        let panel = t.b.add(p * PANEL);
         for r in 0..mr {
             let row = c.add(r * t.ldc + p * PANEL);
             let mut acc = [0f32; PANEL];
@@ -345,7 +362,7 @@ unsafe fn portable_tile(t: &TileArgs, mr: usize, a: *const f32, c: *mut f32) {
             }
             for kk in 0..t.kc {
                 let x = *a.add(r * t.lda + kk);
-                let bv = std::slice::from_raw_parts(panel.add(kk * PANEL), PANEL);
+                let bv = std::slice::from_raw_parts(panel.add(kk * t.step), PANEL);
                 for (v, &w) in acc.iter_mut().zip(bv) {
                     *v += x * w;
                 }

@@ -33,14 +33,14 @@ unsafe fn tile512<const R: usize, const NP: usize>(t: &TileArgs, a: *const f32, 
     let mut b = t.b;
     let mut a = a;
     for _ in 0..t.kc {
-        let bv: [__m512; NP] = std::array::from_fn(|p| _mm512_load_ps(b.add(p * t.panel_stride)));
+        let bv: [__m512; NP] = std::array::from_fn(|p| _mm512_load_ps(b.add(p * PANEL)));
         for (r, row) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_ps(*a.add(r * t.lda));
             for (v, &w) in row.iter_mut().zip(&bv) {
                 *v = _mm512_fmadd_ps(av, w, *v);
             }
         }
-        b = b.add(PANEL);
+        b = b.add(t.step);
         a = a.add(1);
     }
     for (r, row) in acc.iter().enumerate() {
@@ -93,7 +93,7 @@ unsafe fn tile256<const R: usize>(t: &TileArgs, p: usize, a: *const f32, c: *mut
             }
         }
     }
-    let mut b = t.b.add(p * t.panel_stride);
+    let mut b = t.b.add(p * PANEL);
     let mut a = a;
     for _ in 0..t.kc {
         let bv = [_mm256_load_ps(b), _mm256_load_ps(b.add(8))];
@@ -103,7 +103,7 @@ unsafe fn tile256<const R: usize>(t: &TileArgs, p: usize, a: *const f32, c: *mut
                 *v = _mm256_fmadd_ps(av, w, *v);
             }
         }
-        b = b.add(PANEL);
+        b = b.add(t.step);
         a = a.add(1);
     }
     for (r, row) in acc.iter().enumerate() {
