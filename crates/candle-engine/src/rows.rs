@@ -116,15 +116,21 @@ pub fn gate(gate: &mut [f32], up: &[f32], activation: Activation) {
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 · 2^23 rounds to an integer (ties to even) and leaves it in
+    // the low mantissa bits: no float-to-int conversion, whose saturating
+    // semantics kept the loops from vectorising.
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let shifted = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = shifted - SHIFTER;
+    let n_bits = shifted.to_bits().wrapping_sub(SHIFTER.to_bits()) as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e_r * f32::from_bits(((n_bits + 127) as u32) << 23)
 }
 
 /// `erf(x)` within 6e-7 of libm's for every x, with no call, so that GELU's

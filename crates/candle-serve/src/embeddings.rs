@@ -30,13 +30,10 @@ impl EncoderModel {
     /// A cross-encoder when the model has a classification head, else an
     /// embedding model.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        match Reranker::load(path) {
-            Ok(reranker) => Ok(Self::Reranker(reranker)),
-            Err(candle_engine::Error::InvalidModel(why)) if why.contains("not a reranker") => {
-                Ok(Self::Embedder(Embedder::load(path)?))
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(match candle_engine::encoder::Model::load(path)? {
+            candle_engine::encoder::Model::Embedder(e) => Self::Embedder(e),
+            candle_engine::encoder::Model::Reranker(r) => Self::Reranker(r),
+        })
     }
 
     fn vocab_size(&self) -> usize {

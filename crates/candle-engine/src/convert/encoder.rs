@@ -9,7 +9,9 @@ use super::metadata::general_metadata;
 use super::to_gguf::QuantizeSummary;
 use super::{ConvertError, Result};
 use crate::encoder::Pooling;
-use crate::encoder::{hf_naming, pooling_of_dir, renames, EncoderConfig, EncoderFamily, Naming};
+use crate::encoder::{
+    hf_head_names, hf_naming, pooling_of_dir, renames, EncoderConfig, EncoderFamily, Naming,
+};
 use crate::weights::{RawTensor, SafetensorsDir, WeightSource};
 use candle_quant::gguf::{write_gguf, Progress, Value, ValueType};
 use candle_quant::preset::{plan_types, Preset};
@@ -22,8 +24,10 @@ const CONTROL: i32 = 3;
 
 /// Quantizes the BERT model directory `dir` (`config.json`, a WordPiece
 /// `tokenizer.json`, `*.safetensors`, and sentence-transformers' pooling
-/// files when present) to `out`. Task heads (pooler, classifier) are not
-/// carried: the file is an embedding model.
+/// files when present) to `out`. A sequence-classification head (a
+/// cross-encoder) is carried as llama.cpp's `cls` (the pooler, followed by
+/// tanh) and `cls.output` (the classifier), with its rank pooling type;
+/// other task heads are dropped.
 pub fn quantize_encoder_dir(
     dir: &Path,
     preset: Preset,
@@ -45,7 +49,7 @@ pub fn quantize_encoder_dir(
     let checkpoint = SafetensorsDir::open(dir)?;
     let from = hf_naming(&checkpoint, config.family)?;
     let mut tensors: Vec<(String, RawTensor)> = Vec::new();
-    for (hf, gguf, bias) in renames(&config, &from, &Naming::Gguf) {
+    let mut carry = |hf: &str, gguf: &str, bias: bool| -> Result<()> {
         let suffixes: &[&str] = if bias {
             &["weight", "bias"]
         } else {
@@ -58,9 +62,25 @@ pub fn quantize_encoder_dir(
                 .ok_or(ConvertError::MissingTensor { tensor: key })?;
             tensors.push((format!("{gguf}.{suffix}"), raw));
         }
+        Ok(())
+    };
+    for (hf, gguf, bias) in renames(&config, &from, &Naming::Gguf) {
+        carry(&hf, &gguf, bias)?;
+    }
+    let (dense, output) = hf_head_names(config.family);
+    let has_head = checkpoint.get(&format!("{output}.weight"))?.is_some();
+    if has_head {
+        carry(dense, "cls", true)?;
+        carry(output, "cls.output", true)?;
     }
 
-    let mut metadata = bert_metadata(&config, pooling.pooling, preset, dir);
+    // llama.cpp's LLAMA_POOLING_TYPE_RANK for a cross-encoder.
+    let pooling_type = if has_head {
+        RANK
+    } else {
+        pooling_type(pooling.pooling)
+    };
+    let mut metadata = bert_metadata(&config, pooling_type, preset, dir);
     metadata.extend(wordpiece_vocabulary(&tokenizer_path, config.vocab_size)?);
     let names: Vec<(String, Vec<usize>)> = tensors
         .iter()
@@ -89,19 +109,25 @@ pub fn quantize_encoder_dir(
     ))
 }
 
+/// llama.cpp's LLAMA_POOLING_TYPE_RANK: a classifier on the first token.
+const RANK: u32 = 4;
+
+/// llama.cpp's LLAMA_POOLING_TYPE_* of an embedding model's pooling.
+fn pooling_type(pooling: Pooling) -> u32 {
+    match pooling {
+        Pooling::Mean => 1,
+        Pooling::Cls => 2,
+        Pooling::LastToken => 3,
+    }
+}
+
 fn bert_metadata(
     c: &EncoderConfig,
-    pooling: Pooling,
+    pooling_type: u32,
     preset: Preset,
     dir: &Path,
 ) -> Vec<(String, Value)> {
     let u32_of = |n: usize| Value::U32(u32::try_from(n).unwrap_or(u32::MAX));
-    // llama.cpp's LLAMA_POOLING_TYPE_*.
-    let pooling_type: u32 = match pooling {
-        Pooling::Mean => 1,
-        Pooling::Cls => 2,
-        Pooling::LastToken => 3,
-    };
     let mut m = general_metadata("bert", preset, dir);
     m.extend([
         ("bert.context_length".into(), u32_of(c.max_positions)),

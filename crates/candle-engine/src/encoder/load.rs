@@ -114,14 +114,21 @@ fn pooling_path(modules: &str) -> Option<String> {
         .and_then(|m| m["path"].as_str().map(str::to_string))
 }
 
-/// A sequence-classification head, when the checkpoint has one.
-fn hf_head(source: &dyn WeightSource, config: &EncoderConfig) -> Result<Option<ClassifierHead>> {
-    let h = config.hidden_size;
-    let (dense, output) = if config.family.roberta_head() {
+/// The Hugging Face names of a sequence-classification head's two layers:
+/// (the dense layer followed by tanh, the output layer). BERT's dense layer
+/// is its pooler.
+pub(crate) fn hf_head_names(family: EncoderFamily) -> (&'static str, &'static str) {
+    if family.roberta_head() {
         ("classifier.dense", "classifier.out_proj")
     } else {
         ("bert.pooler.dense", "classifier")
-    };
+    }
+}
+
+/// A sequence-classification head, when the checkpoint has one.
+fn hf_head(source: &dyn WeightSource, config: &EncoderConfig) -> Result<Option<ClassifierHead>> {
+    let h = config.hidden_size;
+    let (dense, output) = hf_head_names(config.family);
     let Some(output) = Linear::load_optional(source, output, h)? else {
         return Ok(None);
     };
@@ -161,16 +168,20 @@ fn load_gguf(model: GgufModel) -> Result<Parts> {
         position_offset: 0,
     };
     config.validate()?;
-    // llama.cpp's LLAMA_POOLING_TYPE_*: 1 mean, 2 CLS, 3 last.
+    // llama.cpp's LLAMA_POOLING_TYPE_*: 1 mean, 2 CLS, 3 last, 4 rank (a
+    // classifier on the first token).
+    let has_head = f.tensor("cls.output.weight").is_ok();
     let pooling = match f.get("bert.pooling_type") {
         None => Pooling::Mean,
         Some(_) => match f.get_usize("bert.pooling_type")? {
             1 => Pooling::Mean,
             2 => Pooling::Cls,
             3 => Pooling::LastToken,
+            4 if has_head => Pooling::Cls,
             other => {
                 return Err(Error::InvalidModel(format!(
-                    "bert.pooling_type {other} is not supported; supported: 1 (mean), 2 (cls), 3 (last)"
+                    "bert.pooling_type {other} is not supported; supported: 1 (mean), 2 (cls), \
+                     3 (last), 4 (rank, with cls.output.* tensors)"
                 )))
             }
         },

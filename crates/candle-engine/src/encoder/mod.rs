@@ -17,7 +17,7 @@ mod text;
 
 pub use config::{EncoderActivation, EncoderConfig, EncoderFamily, Pooling, PoolingConfig};
 pub use load::is_encoder;
-pub(crate) use load::pooling_of_dir;
+pub(crate) use load::{hf_head_names, pooling_of_dir};
 pub use model::TokenSeq;
 pub(crate) use model::{hf_naming, renames, Naming};
 
@@ -49,7 +49,10 @@ pub struct Embedder {
 impl Embedder {
     /// Loads a Hugging Face model directory or a `bert` GGUF file.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let parts = load::load(path)?;
+        Self::from_parts(load::load(path)?)
+    }
+
+    fn from_parts(parts: load::Parts) -> Result<Self> {
         Ok(Self {
             tokenizer: EncoderTokenizer::new(parts.tokenizer, parts.pooling.max_seq_length)?,
             encoder: parts.encoder,
@@ -166,6 +169,36 @@ impl Embedder {
     }
 }
 
+/// An encoder as its checkpoint describes it: a cross-encoder when it has a
+/// sequence-classification head, else a sentence-embedding model.
+pub enum Model {
+    Embedder(Embedder),
+    Reranker(Reranker),
+}
+
+impl Model {
+    /// Loads a Hugging Face model directory or a `bert` GGUF file, once.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let mut parts = load::load(path)?;
+        Ok(match parts.head.take() {
+            Some(head) => {
+                let max = parts.encoder.config().max_tokens();
+                Model::Reranker(Reranker {
+                    tokenizer: EncoderTokenizer::new(parts.tokenizer, max)?,
+                    encoder: parts.encoder,
+                    head,
+                })
+            }
+            None => Model::Embedder(Embedder::from_parts(parts)?),
+        })
+    }
+
+    /// Whether the checkpoint has a sequence-classification head.
+    pub fn has_classifier_head(&self) -> bool {
+        matches!(self, Model::Reranker(_))
+    }
+}
+
 /// Splits `seqs` into consecutive groups of at most [`TOKENS_PER_PASS`]
 /// tokens (a longer single text is a group of its own).
 fn passes(seqs: &[TokenSeq]) -> Vec<&[TokenSeq]> {
@@ -218,9 +251,13 @@ struct ClassifierHead {
 
 impl ClassifierHead {
     fn logits(&self, first_token: &[f32]) -> Result<Vec<f32>> {
-        let mut pooled = self.dense.forward(first_token, 1)?;
+        let (mut pooled, mut logits) = (Vec::new(), Vec::new());
+        self.dense
+            .forward(first_token, 1, model::Then::Nothing, &mut pooled)?;
         pooled.iter_mut().for_each(|v| *v = v.tanh());
-        self.output.forward(&pooled, 1)
+        self.output
+            .forward(&pooled, 1, model::Then::Nothing, &mut logits)?;
+        Ok(logits)
     }
 }
 
@@ -246,21 +283,16 @@ pub struct Reranker {
 }
 
 impl Reranker {
-    /// Loads a Hugging Face directory holding a classification head.
+    /// Loads a Hugging Face directory or GGUF file holding a classification
+    /// head.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let parts = load::load(path)?;
-        let head = parts.head.ok_or_else(|| {
-            Error::InvalidModel(format!(
+        match Model::load(path)? {
+            Model::Reranker(reranker) => Ok(reranker),
+            Model::Embedder(_) => Err(Error::InvalidModel(format!(
                 "{} has no sequence-classification head (classifier.* tensors): it is not a reranker",
                 path.display()
-            ))
-        })?;
-        let max = parts.encoder.config().max_tokens();
-        Ok(Self {
-            tokenizer: EncoderTokenizer::new(parts.tokenizer, max)?,
-            encoder: parts.encoder,
-            head,
-        })
+            ))),
+        }
     }
 
     pub fn config(&self) -> &EncoderConfig {

@@ -1,16 +1,21 @@
-//! The BERT-family network on the host: every linear layer is a
-//! [`QLinear`] (our kernels for quantized/F16 weights, candle's matmul for
-//! F32), everything else works on `Vec<f32>` rows.
+//! The BERT-family network on the host, on `Vec<f32>` rows. F32 linear
+//! layers are repacked once at load for [`sgemm`] (their bias, activation
+//! and residual applied while each output tile is in cache); other weight
+//! types run on our quantized kernels ([`QLinear`]).
 //!
 //! A batch is packed, not padded: the texts' tokens are stacked into one
 //! matrix so the linear layers see every token at once, and attention runs
-//! per text over its own rows. No padding means no masks, no wasted rows,
-//! and each text's result does not depend on what it is batched with.
+//! per (text, head) over its own rows, as two [`sgemm`] products around a
+//! softmax. No padding means no masks, no wasted rows, and each text's
+//! result does not depend on what it is batched with.
 
 use super::config::{EncoderActivation, EncoderConfig, EncoderFamily};
 use crate::weights::{RawTensor, WeightSource};
 use crate::{rows, Error, Result};
+use candle_quant::kernels::sgemm::{sgemm, sgemm_threaded, PackedB};
+use candle_quant::kernels::{global_pool, Isa};
 use candle_quant::{QLinear, QuantType, WeightBytes};
+use std::cell::RefCell;
 use std::sync::Mutex;
 
 /// One text's tokens: ids and segment (token type) ids, special tokens
@@ -178,21 +183,43 @@ impl Table {
     }
 }
 
-/// `y = x Wᵀ + b`.
+/// A linear layer's weights.
+enum Weight {
+    /// F32, repacked for [`sgemm`].
+    F32(PackedB),
+    /// Any other type, one layer per part stacked by output rows.
+    Quantized(Vec<QLinear>),
+}
+
+/// What a linear layer does to its output after the bias.
+#[derive(Clone, Copy)]
+pub(crate) enum Then<'a> {
+    Nothing,
+    Activate(EncoderActivation),
+    /// Adds a `[tokens, out_features]` residual.
+    Add(&'a [f32]),
+}
+
+/// `y = x Wᵀ + b`; q/k/v are one such layer, their outputs side by side.
 pub(crate) struct Linear {
-    weight: QLinear,
+    weight: Weight,
     bias: Vec<f32>,
+    in_features: usize,
+    isa: Isa,
 }
 
 impl Linear {
-    fn load(source: &dyn WeightSource, base: &str, out: usize, inp: usize) -> Result<Self> {
-        let weight = required(source, &format!("{base}.weight"))?.into_linear(
-            out,
-            inp,
-            &crate::Backend::Native,
-        )?;
-        let bias = required(source, &format!("{base}.bias"))?.to_f32(&[out])?;
-        Ok(Self { weight, bias })
+    /// The layers `bases` (each `[rows, inp]`) stacked by output rows.
+    fn load(source: &dyn WeightSource, bases: &[&str], rows: usize, inp: usize) -> Result<Self> {
+        let parts = bases
+            .iter()
+            .map(|base| {
+                let weight = required(source, &format!("{base}.weight"))?;
+                let bias = required(source, &format!("{base}.bias"))?.to_f32(&[rows])?;
+                Ok((weight, rows, bias))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::stack(parts, inp)
     }
 
     /// Loads `base` when the checkpoint has its weight.
@@ -206,35 +233,95 @@ impl Linear {
             return Ok(None);
         };
         let out = raw.dims.first().copied().unwrap_or(0);
-        let weight = raw.into_linear(out, inp, &crate::Backend::Native)?;
         let bias = required(source, &format!("{base}.bias"))?.to_f32(&[out])?;
-        Ok(Some(Self { weight, bias }))
+        Self::stack(vec![(raw, out, bias)], inp).map(Some)
+    }
+
+    fn stack(parts: Vec<(RawTensor, usize, Vec<f32>)>, inp: usize) -> Result<Self> {
+        let out: usize = parts.iter().map(|(_, rows, _)| rows).sum();
+        let bias = parts
+            .iter()
+            .flat_map(|(_, _, b)| b.iter().copied())
+            .collect();
+        let weight = if parts.iter().all(|(raw, ..)| raw.ty == QuantType::F32) {
+            let mut values = Vec::with_capacity(out * inp);
+            for (raw, rows, _) in &parts {
+                values.extend(raw.to_f32(&[*rows, inp])?);
+            }
+            Weight::F32(PackedB::from_rows(&values, out, inp)?)
+        } else {
+            Weight::Quantized(
+                parts
+                    .into_iter()
+                    .map(|(raw, rows, _)| raw.into_linear(rows, inp, &crate::Backend::Native))
+                    .collect::<Result<_>>()?,
+            )
+        };
+        Ok(Self {
+            weight,
+            bias,
+            in_features: inp,
+            isa: Isa::selected(),
+        })
     }
 
     pub(crate) fn out_features(&self) -> usize {
-        self.weight.out_features()
+        self.bias.len()
     }
 
-    pub(crate) fn forward(&self, x: &[f32], tokens: usize) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; tokens * self.out_features()];
-        self.weight.forward_slice(x, tokens, &mut out)?;
-        rows::add_bias(&mut out, &self.bias);
-        Ok(out)
-    }
-
-    /// Several layers over one input (the input is prepared once).
-    fn forward_group(layers: &[&Linear], x: &[f32], tokens: usize) -> Result<Vec<Vec<f32>>> {
-        let mut outs: Vec<Vec<f32>> = layers
-            .iter()
-            .map(|l| vec![0f32; tokens * l.out_features()])
-            .collect();
-        let weights: Vec<&QLinear> = layers.iter().map(|l| &l.weight).collect();
-        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-        QLinear::forward_group(&weights, x, tokens, &mut slices)?;
-        for (out, layer) in outs.iter_mut().zip(layers) {
-            rows::add_bias(out, &layer.bias);
+    /// `out = then(x Wᵀ + b)` for x: [tokens, in_features]; `out` is resized
+    /// to [tokens, out_features] (reusing its allocation).
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        tokens: usize,
+        then: Then<'_>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let width = self.out_features();
+        out.resize(tokens * width, 0.0);
+        let finish = |row: usize, col: usize, values: &mut [f32]| {
+            rows::add_assign(values, &self.bias[col..col + values.len()]);
+            match then {
+                Then::Nothing => {}
+                Then::Activate(activation) => activate(values, activation),
+                Then::Add(residual) => {
+                    let at = row * width + col;
+                    rows::add_assign(values, &residual[at..at + values.len()]);
+                }
+            }
+        };
+        match &self.weight {
+            Weight::F32(packed) => {
+                sgemm_threaded(self.isa, x, self.in_features, tokens, packed, out, &finish)?
+            }
+            Weight::Quantized(parts) => {
+                if let [only] = &parts[..] {
+                    only.forward_slice(x, tokens, out)?;
+                } else {
+                    let mut outs: Vec<Vec<f32>> = parts
+                        .iter()
+                        .map(|p| vec![0f32; tokens * p.out_features()])
+                        .collect();
+                    let layers: Vec<&QLinear> = parts.iter().collect();
+                    let mut slices: Vec<&mut [f32]> =
+                        outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                    QLinear::forward_group(&layers, x, tokens, &mut slices)?;
+                    for (t, row) in out.chunks_exact_mut(width).enumerate() {
+                        let mut col = 0;
+                        for part in &outs {
+                            let w = part.len() / tokens;
+                            row[col..col + w].copy_from_slice(&part[t * w..(t + 1) * w]);
+                            col += w;
+                        }
+                    }
+                }
+                for (row, values) in out.chunks_exact_mut(width).enumerate() {
+                    finish(row, 0, values);
+                }
+            }
         }
-        Ok(outs)
+        Ok(())
     }
 }
 
@@ -253,24 +340,51 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises every row of `x` in place (biased variance, as PyTorch).
-    fn apply(&self, x: &mut [f32]) {
+    /// Normalises every row of `x` in place (biased variance, as PyTorch),
+    /// rows spread over the pool when there are many.
+    fn apply(&self, x: &mut [f32]) -> Result<()> {
+        const ROWS_PER_TASK: usize = 32;
         let width = self.weight.len();
-        for row in x.chunks_mut(width) {
-            let mean = row.iter().sum::<f32>() / width as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
-            let inv = 1.0 / (var + self.eps).sqrt();
-            for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = (*v - mean) * inv * w + b;
-            }
+        let rows = x.len() / width;
+        if rows <= ROWS_PER_TASK {
+            x.chunks_exact_mut(width).for_each(|row| self.row(row));
+            return Ok(());
+        }
+        let chunks: Vec<Mutex<&mut [f32]>> = x
+            .chunks_mut(ROWS_PER_TASK * width)
+            .map(Mutex::new)
+            .collect();
+        global_pool()?.run(chunks.len(), &|i| {
+            // Each task locks its own chunk: the lock is never contended.
+            let mut chunk = chunks[i].lock().unwrap_or_else(|e| e.into_inner());
+            chunk.chunks_exact_mut(width).for_each(|row| self.row(row));
+        });
+        Ok(())
+    }
+
+    fn row(&self, row: &mut [f32]) {
+        let width = row.len() as f32;
+        let mean = sum(row.iter().copied()) / width;
+        let var = sum(row.iter().map(|v| (v - mean) * (v - mean))) / width;
+        let inv = 1.0 / (var + self.eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+            *v = (*v - mean) * inv * w + b;
         }
     }
 }
 
+/// A sum in sixteen independent lanes, so that it vectorises.
+fn sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (i, v) in values.enumerate() {
+        lanes[i % 16] += v;
+    }
+    lanes.iter().sum()
+}
+
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value side by side: `[tokens, 3 · hidden]`.
+    qkv: Linear,
     attention_output: Linear,
     attention_norm: LayerNorm,
     up: Linear,
@@ -287,6 +401,8 @@ pub(crate) struct Encoder {
     token_types: Option<Table>,
     embedding_norm: LayerNorm,
     layers: Vec<Layer>,
+    /// The instruction set of the attention products.
+    isa: Isa,
 }
 
 impl Encoder {
@@ -324,14 +440,22 @@ impl Encoder {
         let embedding_norm = LayerNorm::load(source, &base(Part::EmbeddingNorm), h, eps)?;
         let layers = (0..config.num_layers)
             .map(|i| {
+                let (q, k, v) = (
+                    base(Part::Query(i)),
+                    base(Part::Key(i)),
+                    base(Part::Value(i)),
+                );
                 Ok(Layer {
-                    query: Linear::load(source, &base(Part::Query(i)), h, h)?,
-                    key: Linear::load(source, &base(Part::Key(i)), h, h)?,
-                    value: Linear::load(source, &base(Part::Value(i)), h, h)?,
-                    attention_output: Linear::load(source, &base(Part::AttentionOutput(i)), h, h)?,
+                    qkv: Linear::load(source, &[&q, &k, &v], h, h)?,
+                    attention_output: Linear::load(
+                        source,
+                        &[&base(Part::AttentionOutput(i))],
+                        h,
+                        h,
+                    )?,
                     attention_norm: LayerNorm::load(source, &base(Part::AttentionNorm(i)), h, eps)?,
-                    up: Linear::load(source, &base(Part::Up(i)), ff, h)?,
-                    down: Linear::load(source, &base(Part::Down(i)), h, ff)?,
+                    up: Linear::load(source, &[&base(Part::Up(i))], ff, h)?,
+                    down: Linear::load(source, &[&base(Part::Down(i))], h, ff)?,
                     output_norm: LayerNorm::load(source, &base(Part::OutputNorm(i)), h, eps)?,
                 })
             })
@@ -343,6 +467,7 @@ impl Encoder {
             token_types,
             embedding_norm,
             layers,
+            isa: Isa::selected(),
         })
     }
 
@@ -356,20 +481,23 @@ impl Encoder {
         let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
         let mut x = self.embed(seqs)?;
         let spans = spans(seqs);
+        // One set of buffers for every layer: no page faults after the first.
+        let (mut qkv, mut context, mut attended, mut inner) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for layer in &self.layers {
-            let [q, k, v]: [Vec<f32>; 3] =
-                Linear::forward_group(&[&layer.query, &layer.key, &layer.value], &x, tokens)?
-                    .try_into()
-                    .map_err(|_| Error::Internal("q/k/v projections".into()))?;
-            let context = self.attention(&q, &k, &v, &spans)?;
-            let mut attended = layer.attention_output.forward(&context, tokens)?;
-            rows::add_assign(&mut attended, &x);
-            layer.attention_norm.apply(&mut attended);
-            let mut inner = layer.up.forward(&attended, tokens)?;
-            activate(&mut inner, self.config.activation);
-            x = layer.down.forward(&inner, tokens)?;
-            rows::add_assign(&mut x, &attended);
-            layer.output_norm.apply(&mut x);
+            layer.qkv.forward(&x, tokens, Then::Nothing, &mut qkv)?;
+            self.attention(&qkv, &spans, &mut context)?;
+            let attention_output = &layer.attention_output;
+            attention_output.forward(&context, tokens, Then::Add(&x), &mut attended)?;
+            layer.attention_norm.apply(&mut attended)?;
+            let activation = Then::Activate(self.config.activation);
+            layer
+                .up
+                .forward(&attended, tokens, activation, &mut inner)?;
+            layer
+                .down
+                .forward(&inner, tokens, Then::Add(&attended), &mut x)?;
+            layer.output_norm.apply(&mut x)?;
         }
         debug_assert_eq!(x.len(), tokens * h);
         Ok(x)
@@ -413,70 +541,88 @@ impl Encoder {
                 }
             }
         }
-        self.embedding_norm.apply(&mut x);
+        self.embedding_norm.apply(&mut x)?;
         Ok(x)
     }
 
-    /// Softmax attention of every text over its own tokens, one task per
-    /// (text, head); each task's arithmetic is its own, so the thread count
-    /// does not change a bit.
+    /// Softmax attention of every text over its own tokens into `context`
+    /// (`[tokens, hidden]`), from `qkv` (`[tokens, 3 · hidden]`): one task
+    /// per (text, head), each the products `Q Kᵀ` and `P V` around a
+    /// softmax. Each task's arithmetic is its own, so the thread count does
+    /// not change a bit.
     fn attention(
         &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        qkv: &[f32],
         spans: &[(usize, usize)],
-    ) -> Result<Vec<f32>> {
+        context: &mut Vec<f32>,
+    ) -> Result<()> {
         let (h, heads) = (self.config.hidden_size, self.config.num_heads);
         let d = self.config.head_dim();
+        let ld = 3 * h;
         let scale = 1.0 / (d as f32).sqrt();
-        let results: Vec<Mutex<Vec<f32>>> = (0..spans.len() * heads)
-            .map(|_| Mutex::new(Vec::new()))
+        let isa = self.isa;
+        let results: Vec<Mutex<Result<Vec<f32>>>> = (0..spans.len() * heads)
+            .map(|_| Mutex::new(Ok(Vec::new())))
             .collect();
         let task = |i: usize| {
             let ((start, len), head) = (spans[i / heads], i % heads);
-            let col = head * d;
-            let row = |m: &'_ [f32], t: usize| -> Vec<f32> {
-                m[(start + t) * h + col..(start + t) * h + col + d].to_vec()
-            };
-            let keys: Vec<Vec<f32>> = (0..len).map(|t| row(k, t)).collect();
-            let values: Vec<Vec<f32>> = (0..len).map(|t| row(v, t)).collect();
-            let mut out = vec![0f32; len * d];
-            let mut scores = vec![0f32; len];
-            for (t, out_row) in out.chunks_mut(d).enumerate() {
-                let query = &q[(start + t) * h + col..(start + t) * h + col + d];
-                for (s, key) in scores.iter_mut().zip(&keys) {
-                    *s = dot(query, key) * scale;
+            let at = start * ld + head * d;
+            let out = SCRATCH.with_borrow_mut(|s| -> Result<Vec<f32>> {
+                s.keys.pack_rows(&qkv[at + h..], ld, len, d)?;
+                s.values.pack_columns(&qkv[at + 2 * h..], ld, len, d)?;
+                s.scores.resize(len * len, 0.0);
+                sgemm(isa, &qkv[at..], ld, len, &s.keys, &mut s.scores, len)?;
+                let sums: Vec<f32> = s
+                    .scores
+                    .chunks_exact_mut(len)
+                    .map(|row| softmax_numerators(row, scale))
+                    .collect();
+                let mut out = vec![0f32; len * d];
+                sgemm(isa, &s.scores, len, len, &s.values, &mut out, d)?;
+                for (row, total) in out.chunks_exact_mut(d).zip(sums) {
+                    let inv = 1.0 / total;
+                    row.iter_mut().for_each(|v| *v *= inv);
                 }
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                let mut sum = 0.0;
-                for s in scores.iter_mut() {
-                    *s = rows::exp(*s - max);
-                    sum += *s;
-                }
-                for (&p, value) in scores.iter().zip(&values) {
-                    for (o, &x) in out_row.iter_mut().zip(value) {
-                        *o += p * x;
-                    }
-                }
-                out_row.iter_mut().for_each(|o| *o /= sum);
-            }
+                Ok(out)
+            });
             // Each task owns its own slot: the lock is never contended.
             *results[i].lock().unwrap_or_else(|e| e.into_inner()) = out;
         };
-        candle_quant::kernels::global_pool()?.run(results.len(), &task);
-        let tokens = q.len() / h;
-        let mut context = vec![0f32; tokens * h];
+        global_pool()?.run(results.len(), &task);
+        let tokens = qkv.len() / ld;
+        context.resize(tokens * h, 0.0);
         for (i, slot) in results.into_iter().enumerate() {
             let ((start, _), head) = (spans[i / heads], i % heads);
-            let part = slot.into_inner().unwrap_or_else(|e| e.into_inner());
-            for (t, values) in part.chunks(d).enumerate() {
+            let part = slot.into_inner().unwrap_or_else(|e| e.into_inner())?;
+            for (t, values) in part.chunks_exact(d).enumerate() {
                 let at = (start + t) * h + head * d;
                 context[at..at + d].copy_from_slice(values);
             }
         }
-        Ok(context)
+        Ok(())
     }
+}
+
+/// A thread's buffers for attention, kept from call to call.
+#[derive(Default)]
+struct AttentionScratch {
+    keys: PackedB,
+    values: PackedB,
+    scores: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<AttentionScratch> = RefCell::default();
+}
+
+/// Turns one row of raw scores into `exp(scale · (s - max))` and returns
+/// their sum, by which the weighted values are divided.
+fn softmax_numerators(row: &mut [f32], scale: f32) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    for s in row.iter_mut() {
+        *s = rows::exp((*s - max) * scale);
+    }
+    sum(row.iter().copied())
 }
 
 /// Where each text's rows start in the packed matrix, and how many.
@@ -489,24 +635,6 @@ fn spans(seqs: &[TokenSeq]) -> Vec<(usize, usize)> {
             span
         })
         .collect()
-}
-
-/// A dot product in eight independent lanes, so that it vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 pub(crate) fn activate(x: &mut [f32], activation: EncoderActivation) {
@@ -562,9 +690,8 @@ mod tests {
     }
 
     #[test]
-    fn dot_handles_tails() {
-        let a: Vec<f32> = (0..13).map(|i| i as f32).collect();
-        let b = vec![1f32; 13];
-        assert_eq!(dot(&a, &b), 78.0);
+    fn lane_sums_handle_tails() {
+        assert_eq!(sum((0..13).map(|i| i as f32)), 78.0);
+        assert_eq!(sum(std::iter::empty()), 0.0);
     }
 }

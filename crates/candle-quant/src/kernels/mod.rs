@@ -4,6 +4,7 @@
 #[cfg(feature = "tensor")]
 pub(crate) mod matmul;
 mod pool;
+pub mod sgemm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]

@@ -18,6 +18,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 mod half_precision;
+pub(crate) mod sgemm;
 
 use crate::quant::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
