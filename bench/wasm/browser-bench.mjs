@@ -147,6 +147,7 @@ try {
       } else {
         // A fresh page each time: wasm memory is per instance and never shrinks.
         const page = await browser.newPage();
+        await page.goto(`${origin}/`);
         figures = engine === 'wllama' ? await wllama(page) : await candle(page, engine.split(' ')[1]);
         await page.close();
       }
