@@ -95,7 +95,6 @@ impl GenerateOptions {
             },
             stop: o.stop.unwrap_or_default(),
             logprobs: o.logprobs,
-            ..defaults
         })
     }
 }
