@@ -16,12 +16,14 @@
 // 4. Stop ends a long generation between tokens.
 // 5. A reload with the plain (non-SIMD) build loads the model from Cache
 //    Storage (the server sees no second download); 2 and 3 hold for it too.
+// 6. A picked file loads, is kept in Cache Storage, and after a reload the
+//    page lists it and loads it from there.
 import { execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
-import { extname, join, normalize } from 'node:path';
+import { basename, extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const [modelPath, nativeBinary] = process.argv.slice(2);
@@ -187,6 +189,18 @@ try {
   check(modelDownloads === 1, 'no second download', `  downloads: ${modelDownloads}`);
   check((await page.textContent('#build')).includes('plain'), '?build=nosimd runs the plain build');
   await greedyReplies(page, 'nosimd');
+
+  // A picked file is kept in Cache Storage too, listed after a reload.
+  await page.setInputFiles('#file', modelPath);
+  await state(page, 'ready');
+  check(await page.evaluate(() => document.body.dataset.source) === 'file', 'a picked file loads');
+  await page.goto(`${origin}/www/index.html`);
+  await state(page, 'idle');
+  const listed = page.locator('#cached button', { hasText: basename(modelPath) });
+  await listed.waitFor();
+  await listed.click();
+  await state(page, 'ready');
+  check(await page.evaluate(() => document.body.dataset.source) === 'cache', 'the picked file reloads from Cache Storage');
 } finally {
   await browser.close();
   server.close();
