@@ -7,7 +7,8 @@
 # server tests' OpenAI client is installed into a venv (once). Then the
 # SIMD128 kernels pass their tests under Node's WASI (wasm32-wasip1; Node
 # comes with the machine or .ci/run), and the browser package's tests run in
-# headless Chromium and the package builds (scripts/build-wasm.sh). Last, a short fuzz run of the GGUF
+# headless Chromium, the package builds (scripts/build-wasm.sh), and the demo
+# page runs the real SmolLM2 end to end (scripts/test-wasm-demo.sh). Last, a short fuzz run of the GGUF
 # reader and tokenizer-metadata targets (HANZO_FUZZ_SECONDS per target,
 # default 60; cargo-fuzz is installed if missing).
 set -euo pipefail
@@ -50,6 +51,9 @@ CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
     cargo test --target wasm32-unknown-unknown -p candle-wasm --test web
 scripts/build-wasm.sh
 (cd crates/candle-wasm/pkg && npm pack --dry-run)
+# The demo page end to end in headless Chromium with the real SmolLM2
+# (crates/candle-wasm/tests/demo.mjs; npm playwright-core installed once).
+scripts/test-wasm-demo.sh
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi

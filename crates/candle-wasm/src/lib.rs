@@ -44,6 +44,9 @@ export interface GenerateOptions {
   seed?: number;
   /** Generation ends before the first of these strings. */
   stop?: string[];
+  /** Report each generated token's log-probability and this many most
+   * likely alternatives (0 to 20) in the stream's steps. */
+  logprobs?: number;
 }
 export interface ChatMessage { role: string; content: string; }
 export interface ModelInfo {
@@ -58,7 +61,20 @@ export interface ModelInfo {
   eos: number[];
   kv_cache_bytes: number;
 }
-export interface StreamStep { done: boolean; text: string; }
+export interface StreamStep {
+  done: boolean;
+  text: string;
+  /** True on the step that finished the prompt and sampled the first token. */
+  prompt_processed: boolean;
+  /** The step's token, when the options asked for `logprobs`. */
+  logprobs: TokenLogprob[];
+}
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  /** [token, logprob] pairs, most likely first. */
+  top: [number, number][];
+}
 export interface GenerationResult {
   tokens: Uint32Array;
   text: string;
@@ -229,19 +245,30 @@ enum Outcome {
 
 #[wasm_bindgen]
 impl TokenStream {
-    /// One step: `{done, text}` with the text that became final in it
-    /// (empty while the prompt is processed).
+    /// One step: `{done, text, prompt_processed, logprobs}` with the text that
+    /// became final in it (empty while the prompt is processed; the last
+    /// step, `done`, may still bring text).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<JsStreamStep, JsError> {
         #[derive(serde::Serialize)]
         struct StepOut<'a> {
             done: bool,
             text: &'a str,
+            prompt_processed: bool,
+            logprobs: Vec<LogprobOut<'a>>,
+        }
+        #[derive(serde::Serialize)]
+        struct LogprobOut<'a> {
+            token: u32,
+            logprob: f32,
+            top: &'a [(u32, f32)],
         }
         if self.outcome.is_some() {
             return Ok(to_js(&StepOut {
                 done: true,
                 text: "",
+                prompt_processed: false,
+                logprobs: Vec::new(),
             })?
             .unchecked_into());
         }
@@ -250,18 +277,39 @@ impl TokenStream {
             .upgrade()
             .ok_or_else(|| JsError::new("the model of this stream was freed"))?;
         let step = borrow(&session)?.step(self.id).map_err(js_error)?;
-        let (done, text) = match step {
-            Step::Text(text) => (false, text),
-            Step::Done(generation) => {
+        let (done, text, prompt_processed, logprobs) = match step {
+            Step::Text {
+                text,
+                prompt_processed,
+                logprobs,
+            } => (false, text, prompt_processed, logprobs),
+            Step::Done {
+                text,
+                logprobs,
+                generation,
+            } => {
                 self.outcome = Some(Outcome::Finished(generation));
-                (true, String::new())
+                (true, text, false, logprobs)
             }
             Step::Cancelled => {
                 self.outcome = Some(Outcome::Cancelled);
-                (true, String::new())
+                (true, String::new(), false, Vec::new())
             }
         };
-        Ok(to_js(&StepOut { done, text: &text })?.unchecked_into())
+        Ok(to_js(&StepOut {
+            done,
+            text: &text,
+            prompt_processed,
+            logprobs: logprobs
+                .iter()
+                .map(|l| LogprobOut {
+                    token: l.token,
+                    logprob: l.logprob,
+                    top: &l.top,
+                })
+                .collect(),
+        })?
+        .unchecked_into())
     }
 
     /// Stops the generation between tokens.

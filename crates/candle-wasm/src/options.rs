@@ -57,6 +57,7 @@ pub struct GenerateOptions {
     repeat_last_n: Option<usize>,
     seed: Option<u64>,
     stop: Option<Vec<String>>,
+    logprobs: Option<usize>,
 }
 
 impl GenerateOptions {
@@ -75,6 +76,7 @@ impl GenerateOptions {
                 "repeat_last_n",
                 "seed",
                 "stop",
+                "logprobs",
             ],
             value,
         )?;
@@ -92,7 +94,7 @@ impl GenerateOptions {
                 seed: o.seed.unwrap_or(s.seed),
             },
             stop: o.stop.unwrap_or_default(),
-            ..defaults
+            logprobs: o.logprobs,
         })
     }
 }

@@ -7,7 +7,7 @@ use candle_engine::chat::Message;
 use candle_engine::gguf::GgufModel;
 use candle_engine::loader::Model;
 use candle_engine::scheduler::{
-    Generation, GenerationParams, RequestId, Scheduler, SchedulerOptions, StepEvent,
+    Generation, GenerationParams, RequestId, Scheduler, SchedulerOptions, StepEvent, TokenLogprob,
 };
 use candle_engine::{CacheOptions, Error, KvCache, KvPrecision};
 use candle_quant::gguf::GgufFile;
@@ -46,10 +46,22 @@ pub struct Info {
 #[derive(Debug)]
 pub enum Step {
     /// New text; empty while the prompt is still being processed or while
-    /// text that may begin a stop string is held back.
-    Text(String),
-    /// The generation ended.
-    Done(Generation),
+    /// text that may begin a stop string is held back. `prompt_processed`
+    /// marks the step that finished the prompt (and sampled the first
+    /// token), where prefill ends and decoding begins.
+    /// `logprobs`: the step's token, when the generation asked for them.
+    Text {
+        text: String,
+        prompt_processed: bool,
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// The generation ended; `text` is what the last step added (the last
+    /// token's text, or held-back text that turned out not to be a stop).
+    Done {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+        generation: Generation,
+    },
     /// The generation was cancelled, or replaced by a newer one.
     Cancelled,
 }
@@ -175,30 +187,40 @@ impl Session {
             return Ok(Step::Cancelled);
         }
         let mut text = String::new();
+        let mut prompt_processed = false;
+        let mut logprobs = Vec::new();
         for event in self.scheduler().step() {
             match event {
                 StepEvent::Text { text: piece, .. } => text.push_str(&piece),
+                StepEvent::PromptProcessed { .. } => prompt_processed = true,
+                StepEvent::Logprob { logprob, .. } => logprobs.push(logprob),
                 StepEvent::Finished { generation, .. } => {
                     self.active = None;
-                    return Ok(Step::Done(generation));
+                    return Ok(Step::Done {
+                        text,
+                        logprobs,
+                        generation,
+                    });
                 }
                 StepEvent::Failed { error, .. } => {
                     self.active = None;
                     return Err(Error::StepFailed(error).into());
                 }
-                // No option asks for log-probabilities.
-                StepEvent::PromptProcessed { .. } | StepEvent::Logprob { .. } => {}
             }
         }
-        Ok(Step::Text(text))
+        Ok(Step::Text {
+            text,
+            prompt_processed,
+            logprobs,
+        })
     }
 
     /// Runs generation `id` to its end.
     pub fn finish(&mut self, id: RequestId) -> Result<Option<Generation>> {
         loop {
             match self.step(id)? {
-                Step::Text(_) => {}
-                Step::Done(generation) => return Ok(Some(generation)),
+                Step::Text { .. } => {}
+                Step::Done { generation, .. } => return Ok(Some(generation)),
                 Step::Cancelled => return Ok(None),
             }
         }

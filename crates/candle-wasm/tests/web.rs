@@ -87,6 +87,56 @@ fn greedy_generation_follows_the_constructed_successors() {
     let (text, result) = drain(stream);
     assert_eq!(text, "bcde");
     assert_eq!(field(&result, "finish_reason"), "stop");
+    // The step that reaches max_tokens still streams its token's text.
+    let stream = model
+        .stream(
+            model.encode("a", None).unwrap(),
+            options(r#"{"max_tokens": 3}"#).map(JsCast::unchecked_into),
+        )
+        .unwrap();
+    let (text, result) = drain(stream);
+    assert_eq!(text, "bcd");
+    assert_eq!(field(&result, "text"), "bcd");
+    assert_eq!(field(&result, "finish_reason"), "length");
+}
+
+#[wasm_bindgen_test]
+fn steps_report_log_probabilities_when_asked() {
+    let model = load();
+    let mut stream = model
+        .stream(
+            model.encode("a", None).unwrap(),
+            options(r#"{"max_tokens": 2, "logprobs": 2}"#).map(JsCast::unchecked_into),
+        )
+        .unwrap();
+    let step: JsValue = stream.next().unwrap().into();
+    let logprobs: js_sys::Array = field(&step, "logprobs").dyn_into().unwrap();
+    assert_eq!(logprobs.length(), 1);
+    let entry = logprobs.get(0);
+    assert_eq!(field(&entry, "token").as_f64(), Some(byte(b'b') as f64));
+    // The successor's logit leads every other by about 17, so its
+    // probability is within vocab * e^-17 (< 1e-4) of 1.
+    let logprob = field(&entry, "logprob").as_f64().unwrap();
+    assert!(logprob <= 0.0 && logprob > -1e-4, "{logprob}");
+    let top: js_sys::Array = field(&entry, "top").dyn_into().unwrap();
+    assert_eq!(top.length(), 2);
+    let best: js_sys::Array = top.get(0).dyn_into().unwrap();
+    assert_eq!(best.get(0).as_f64(), Some(byte(b'b') as f64));
+    assert_eq!(best.get(1).as_f64(), Some(logprob));
+    let runner_up: js_sys::Array = top.get(1).dyn_into().unwrap();
+    assert!(runner_up.get(1).as_f64().unwrap() < -10.0);
+    // Without the option the list is empty.
+    let mut plain = model
+        .stream(model.encode("a", None).unwrap(), None)
+        .unwrap();
+    let step: JsValue = plain.next().unwrap().into();
+    assert_eq!(
+        field(&step, "logprobs")
+            .dyn_into::<js_sys::Array>()
+            .unwrap()
+            .length(),
+        0
+    );
 }
 
 fn field(object: &JsValue, key: &str) -> JsValue {
@@ -116,9 +166,12 @@ fn streams_token_by_token_and_aborts_between_tokens() {
         )
         .unwrap();
     let mut pieces = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let step: JsValue = stream.next().unwrap().into();
         assert_eq!(field(&step, "done"), false);
+        // The one-token prompt is processed in the first step, which also
+        // samples the first token.
+        assert_eq!(field(&step, "prompt_processed"), i == 0);
         pieces.push(field(&step, "text").as_string().unwrap());
     }
     assert_eq!(pieces, ["b", "c", "d"]);
@@ -228,6 +281,11 @@ fn bad_input_is_a_javascript_error() {
         options(r#"{"max_token": 5}"#).map(JsCast::unchecked_into),
     ));
     assert!(message.contains("max_token"), "{message}");
+    let message = error_message(model.generate(
+        vec![BOS],
+        options(r#"{"logprobs": 21}"#).map(JsCast::unchecked_into),
+    ));
+    assert!(message.contains("at most 20 alternatives"), "{message}");
     // After all of that the model still works.
     let out = generate(&model, vec![BOS, byte(b'q')], r#"{"max_tokens": 2}"#);
     assert_eq!(model.decode(out, None).unwrap(), "rs");

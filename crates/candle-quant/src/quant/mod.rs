@@ -27,6 +27,12 @@ mod scale_search;
 pub use error::QuantError;
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
+// For the SIMD kernels only; the scalar path unpacks inside the block types.
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
 pub(crate) use q4_k::unpack_scales_mins;
 pub use q4_k::BlockQ4K;
 pub use q5_0::BlockQ5_0;
@@ -324,7 +330,7 @@ mod tests {
             let sc: [u8; 8] = std::array::from_fn(|j| (start + 7 * j as u8) % 64);
             let m: [u8; 8] = std::array::from_fn(|j| (start + 13 * j as u8 + 5) % 64);
             assert_eq!(
-                unpack_scales_mins(&q4_k::pack_scales_mins(&sc, &m)),
+                q4_k::unpack_scales_mins(&q4_k::pack_scales_mins(&sc, &m)),
                 (sc, m)
             );
         }
