@@ -5,10 +5,12 @@ from sentence-transformers and Hugging Face `transformers` (PyTorch, f32).
     scripts/fetch-models.sh minilm
     /root/venvs/ref/bin/python scripts/gen_encoder_fixtures.py            # everything
     /root/venvs/ref/bin/python scripts/gen_encoder_fixtures.py --minilm   # just the real model
+    /root/venvs/ref/bin/python scripts/gen_encoder_fixtures.py --tiny     # just the tiny models
 
-Needs torch, transformers, tokenizers, safetensors and sentence-transformers;
-`LLAMA_CPP` (a llama.cpp source tree; the one vendored in the
-llama-cpp-python sdist works) for the GGUF conversion of the tiny BERT.
+Needs torch, transformers, tokenizers, safetensors, sentencepiece and
+sentence-transformers; `LLAMA_CPP` (a llama.cpp source tree; the one vendored
+in the llama-cpp-python sdist works, `scripts/build-llamacpp.sh
+--configure-only` fetches it) for the GGUF conversions.
 
 It writes, under `crates/candle-engine/tests/fixtures/encoders/`:
 - `minilm.json`: for the committed SENTENCES (English, multilingual, emoji,
@@ -25,7 +27,11 @@ It writes, under `crates/candle-engine/tests/fixtures/encoders/`:
   of (query, document) pairs. `roberta` carries sentence-transformers
   files (CLS pooling, Normalize) whose result is `pipeline`;
   `xlm-roberta` a `max_seq_length` of 12 that cuts the longer texts.
-- `bert.gguf`: `convert_hf_to_gguf.py bert/ --outtype f32`.
+  The XLM-RoBERTa tokenizer is a SentencePiece unigram model trained here,
+  shipped as `sentencepiece.bpe.model` beside its `tokenizer.json` as
+  XLM-R, BGE-M3 and multilingual E5 ship theirs.
+- `bert.gguf`, `roberta.gguf`, `xlm-roberta.gguf`,
+  `xlm-roberta-reranker.gguf`: `convert_hf_to_gguf.py <dir> --outtype f32`.
 
 The weights are random with a wide spread (std 0.2, LayerNorm weights
 around 1) so that every part of the network matters to the result.
@@ -113,25 +119,50 @@ def write(path, value):
 
 
 def tokenizer_for(kind):
-    """A fast tokenizer of the family's kind, trained on TRAINING."""
-    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer, SentencePieceUnigramTokenizer
-    from transformers import BertTokenizerFast, RobertaTokenizerFast, XLMRobertaTokenizerFast
+    """A fast tokenizer of the family's kind, trained on TRAINING, and the
+    files the model directory ships beside its `tokenizer.json`."""
+    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+    from transformers import BertTokenizerFast, RobertaTokenizerFast
 
     if kind == "bert":
         raw = BertWordPieceTokenizer(lowercase=True)
         raw.train_from_iterator(TRAINING, vocab_size=120, min_frequency=1)
-        return BertTokenizerFast(tokenizer_object=raw._tokenizer)
+        return BertTokenizerFast(tokenizer_object=raw._tokenizer), {}
     if kind == "roberta":
         raw = ByteLevelBPETokenizer()
         raw.train_from_iterator(
             TRAINING, vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         )
-        return RobertaTokenizerFast(tokenizer_object=raw._tokenizer)
-    raw = SentencePieceUnigramTokenizer()
-    raw.train_from_iterator(
-        TRAINING, vocab_size=90, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk_token="<unk>"
+        return RobertaTokenizerFast(tokenizer_object=raw._tokenizer), {}
+    return xlm_roberta_tokenizer()
+
+
+def xlm_roberta_tokenizer():
+    """XLM-R's tokenizer as `transformers` builds it from a SentencePiece
+    unigram model (fairseq's id shift, `<mask>` last), the model trained on
+    TRAINING; the model file goes beside it as `sentencepiece.bpe.model`."""
+    import io
+    import tempfile
+
+    import sentencepiece as spm
+    from transformers import XLMRobertaTokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TRAINING),
+        model_writer=model,
+        vocab_size=90,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        minloglevel=2,
     )
-    return XLMRobertaTokenizerFast(tokenizer_object=raw._tokenizer)
+    with tempfile.TemporaryDirectory() as tmp:
+        (pathlib.Path(tmp) / "sentencepiece.bpe.model").write_bytes(model.getvalue())
+        # Loading the directory converts the model (fairseq's id shift);
+        # the constructor's vocab_file would not read it.
+        tok = XLMRobertaTokenizer.from_pretrained(tmp)
+    return tok, {"sentencepiece.bpe.model": model.getvalue()}
 
 
 def tiny(name, kind, reranker=False, st=None, max_len=None):
@@ -147,7 +178,7 @@ def tiny(name, kind, reranker=False, st=None, max_len=None):
     )
 
     torch.manual_seed(sum(map(ord, name)))
-    tok = tokenizer_for(kind)
+    tok, tokenizer_files = tokenizer_for(kind)
     common = dict(
         vocab_size=len(tok),
         hidden_size=32,
@@ -179,6 +210,8 @@ def tiny(name, kind, reranker=False, st=None, max_len=None):
     shutil.rmtree(directory, ignore_errors=True)
     model.save_pretrained(directory, safe_serialization=True)
     tok.save_pretrained(directory)
+    for file, content in tokenizer_files.items():
+        (directory / file).write_bytes(content)
     if st is not None:
         pooling, normalize = st
         modules = [
@@ -242,11 +275,14 @@ def tiny(name, kind, reranker=False, st=None, max_len=None):
     return directory
 
 
-def gguf(directory):
-    """llama.cpp's converter on `directory`. It recognises a BERT tokenizer's
+def gguf(directory, pre):
+    """llama.cpp's converter on `directory`. It recognises a tokenizer's
     pre-tokenizer by hashing what it makes of a test text, and knows only
-    published tokenizers; the one trained here is plain BERT (WordPiece,
-    lowercase), so the check is answered with llama.cpp's `default`."""
+    published tokenizers; the ones trained here split text as plain BERT
+    (WordPiece, lowercase: llama.cpp's `default`) or RoBERTa (byte-level
+    BPE with GPT-2's regex: `roberta-bpe`, what stsb-roberta-base gets), so
+    the check is answered with `pre`. XLM-R's SentencePiece vocabulary needs
+    no such check."""
     llama_cpp = os.environ.get("LLAMA_CPP")
     if not llama_cpp:
         sys.exit("set LLAMA_CPP to a llama.cpp source tree for the GGUF conversion")
@@ -254,13 +290,14 @@ def gguf(directory):
     runner = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/gguf-py']\n"
         "import conversion.base as base\n"
-        "base.TextModel.get_vocab_base_pre = lambda self, tokenizer: 'default'\n"
+        "pre = sys.argv[2]\n"
+        "base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre\n"
         "import convert_hf_to_gguf\n"
-        "sys.argv = ['convert_hf_to_gguf.py'] + sys.argv[2:]\n"
+        "sys.argv = ['convert_hf_to_gguf.py'] + sys.argv[3:]\n"
         "convert_hf_to_gguf.main()\n"
     )
     subprocess.run(
-        [sys.executable, "-c", runner, llama_cpp, str(directory), "--outtype", "f32", "--outfile", str(out)],
+        [sys.executable, "-c", runner, llama_cpp, pre, str(directory), "--outtype", "f32", "--outfile", str(out)],
         check=True,
     )
     print("wrote", out.relative_to(ROOT))
@@ -269,16 +306,17 @@ def gguf(directory):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--minilm", action="store_true", help="only the all-MiniLM-L6-v2 fixture")
+    parser.add_argument("--tiny", action="store_true", help="only the tiny models and their GGUF files")
     args = parser.parse_args()
-    minilm()
+    if not args.tiny:
+        minilm()
     if args.minilm:
         return
-    bert = tiny("bert", "bert")
-    tiny("roberta", "roberta", st=("cls_token", True))
-    tiny("xlm-roberta", "xlm-roberta", st=("mean_tokens", False), max_len=12)
+    gguf(tiny("bert", "bert"), "default")
+    gguf(tiny("roberta", "roberta", st=("cls_token", True)), "roberta-bpe")
+    gguf(tiny("xlm-roberta", "xlm-roberta", st=("mean_tokens", False), max_len=12), "default")
     tiny("bert-reranker", "bert", reranker=True)
-    tiny("xlm-roberta-reranker", "xlm-roberta", reranker=True)
-    gguf(bert)
+    gguf(tiny("xlm-roberta-reranker", "xlm-roberta", reranker=True), "default")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ use crate::{Error, Result};
 use serde_json::{json, Value};
 
 // Splitting regexes of the original tokenizers behind the GGUF
-// pre-tokenizer names we know (`tokenizer.ggml.pre`); gpt2 and smollm use
-// the byte-level pre-tokenizer's built-in GPT-2 regex.
+// pre-tokenizer names we know (`tokenizer.ggml.pre`); gpt2, roberta-bpe and
+// smollm use the byte-level pre-tokenizer's built-in GPT-2 regex.
 pub(crate) const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub(crate) const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The `tokenizer.ggml.pre` values the GGUF tokenizer supports.
-pub const SUPPORTED_GGUF_PRE: &str = "gpt2, default, smollm, llama-bpe, llama3, qwen2";
+pub const SUPPORTED_GGUF_PRE: &str =
+    "gpt2, default, roberta-bpe, smollm, llama-bpe, llama3, qwen2";
 
 /// GGUF token types (llama.cpp's numbering).
 pub(crate) const TOKEN_TYPE_CONTROL: i32 = 3;
@@ -34,7 +35,7 @@ pub(crate) fn gguf_bpe_document(
     let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let pre_tokenizer = match pre {
-        "gpt2" | "default" => byte_level(true),
+        "gpt2" | "default" | "roberta-bpe" => byte_level(true),
         "smollm" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
         "llama-bpe" | "llama3" => {
@@ -73,6 +74,21 @@ pub(crate) fn gguf_bpe_document(
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                   "ignore_merges": false, "vocab": vocab, "merges": merges},
     }))
+}
+
+/// [`gguf_bpe_document`] for a file's `tokenizer.ggml.pre` (absent:
+/// `default`); a name we do not know is an error that lists those we do.
+pub(crate) fn gguf_bpe_pipeline(
+    tokens: &[&str],
+    token_types: &[i32],
+    merges: &[&str],
+    pre: Option<&str>,
+) -> Result<Value> {
+    gguf_bpe_document(tokens, token_types, merges, pre.unwrap_or("default")).map_err(|other| {
+        Error::Tokenizer(format!(
+            "tokenizer.ggml.pre `{other}` is not supported yet; supported: {SUPPORTED_GGUF_PRE}"
+        ))
+    })
 }
 
 /// The vocabulary of a GGUF file's `tokenizer.ggml.*` keys.
@@ -214,13 +230,8 @@ impl Tokenizer {
                 spec.tokens.len()
             )));
         }
-        let pre = spec.pre.unwrap_or("default");
-        let document = gguf_bpe_document(&spec.tokens, &spec.token_types, &spec.merges, pre)
-            .map_err(|other| {
-                Error::Tokenizer(format!(
-                    "tokenizer.ggml.pre `{other}` is not supported yet; supported: {SUPPORTED_GGUF_PRE}"
-                ))
-            })?;
+        let document =
+            gguf_bpe_pipeline(&spec.tokens, &spec.token_types, &spec.merges, spec.pre)?;
         let bytes =
             serde_json::to_vec(&document).map_err(|e| tokenizer_error("GGUF vocabulary", e))?;
         // The BPE model checks that every merge is two tokens whose

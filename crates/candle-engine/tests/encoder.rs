@@ -10,7 +10,7 @@
 //! (a wrong position, a missing bias, tanh instead of erf GELU) moves values
 //! by far more.
 
-use candle_engine::encoder::{is_encoder, Model, Pooling};
+use candle_engine::encoder::{is_encoder, EncoderFamily, Model, Pooling};
 use candle_engine::{Embedder, Reranker};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -169,12 +169,13 @@ fn tiny_xlm_roberta_matches_transformers() {
     check_tiny("xlm-roberta", Pooling::Mean, false);
 }
 
-fn check_reranker(name: &str) {
+/// A cross-encoder's scores from `file` (its directory or GGUF file)
+/// against transformers'.
+fn check_reranker(name: &str, file: &str) {
     let reference = reference(name);
-    assert!(Model::load(&fixtures().join(name))
-        .unwrap()
-        .has_classifier_head());
-    let reranker = Reranker::load(&fixtures().join(name)).unwrap();
+    let path = fixtures().join(file);
+    assert!(Model::load(&path).unwrap().has_classifier_head());
+    let reranker = Reranker::load(&path).unwrap();
     for case in reference["rerank"].as_array().unwrap() {
         let query = case["query"].as_str().unwrap();
         let docs: Vec<&str> = case["docs"]
@@ -196,12 +197,12 @@ fn check_reranker(name: &str) {
 
 #[test]
 fn tiny_bert_cross_encoder_scores_match_transformers() {
-    check_reranker("bert-reranker");
+    check_reranker("bert-reranker", "bert-reranker");
 }
 
 #[test]
 fn tiny_xlm_roberta_cross_encoder_scores_match_transformers() {
-    check_reranker("xlm-roberta-reranker");
+    check_reranker("xlm-roberta-reranker", "xlm-roberta-reranker");
 }
 
 #[test]
@@ -227,29 +228,80 @@ fn bad_input_is_reported() {
     assert!(err.contains("qwen2") && err.contains("bert"), "{err}");
 }
 
-/// llama.cpp's `convert_hf_to_gguf.py` conversion of the tiny BERT (f32):
-/// its vocabulary rebuilt into WordPiece gives transformers' token ids, and
-/// the states match transformers within the same 1e-4. Like llama.cpp, a
-/// GGUF embedder normalises by default.
-#[test]
-fn tiny_bert_gguf_matches_transformers() {
-    let reference = reference("bert");
-    let path = fixtures().join("bert.gguf");
+/// llama.cpp's `convert_hf_to_gguf.py` conversion (f32) of a tiny model:
+/// its vocabulary rebuilt into the family's tokenizer gives transformers'
+/// tokens (a wrong id puts a different random embedding row in the states),
+/// and the states and pooled vectors match transformers within the same
+/// 1e-4. Like llama.cpp, a GGUF embedder normalises by default. The file
+/// keeps no sentence-transformers `max_seq_length` (its limit is the
+/// position table), so texts the reference cut are left out.
+fn check_gguf(name: &str, family: EncoderFamily, pooling: Pooling) {
+    let reference = reference(name);
+    let path = fixtures().join(format!("{name}.gguf"));
     assert!(is_encoder(&path).unwrap());
     let mut embedder = Embedder::load(&path).unwrap();
+    assert_eq!(embedder.config().family, family);
+    assert_eq!(embedder.pooling().pooling, pooling);
     assert!(embedder.pooling().normalize);
-    embedder.set_normalize(false);
+    let key = match pooling {
+        Pooling::Mean => "mean",
+        Pooling::Cls => "cls",
+        Pooling::LastToken => "last",
+    };
+    let mut compared = 0;
     for item in reference["items"].as_array().unwrap() {
+        if item["truncated"].as_bool().unwrap() {
+            continue;
+        }
         let text = item["text"].as_str().unwrap();
         let hidden = embedder.hidden_states(text).unwrap();
         let want = floats(&item["hidden"]);
-        assert_eq!(hidden.len(), want.len(), "{text:?}: token count");
+        assert_eq!(hidden.len(), want.len(), "{name} {text:?}: token count");
         let diff = max_diff(&hidden, &want);
-        assert!(diff <= TOLERANCE, "{text:?}: hidden states {diff}");
+        assert!(diff <= TOLERANCE, "{name} {text:?}: hidden states {diff}");
+        let pooled = floats(&item[key]);
+        embedder.set_normalize(false);
         let got = embedder.embed(&[text]).unwrap().remove(0);
-        let diff = max_diff(&got, &floats(&item["mean"]));
-        assert!(diff <= TOLERANCE, "{text:?}: pooled {diff}");
+        let diff = max_diff(&got, &pooled);
+        assert!(diff <= TOLERANCE, "{name} {text:?}: pooled {diff}");
+        embedder.set_normalize(true);
+        let got = embedder.embed(&[text]).unwrap().remove(0);
+        let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let normalized: Vec<f32> = pooled.iter().map(|v| v / norm).collect();
+        let diff = max_diff(&got, &normalized);
+        assert!(diff <= TOLERANCE, "{name} {text:?}: normalized {diff}");
+        compared += 1;
     }
+    assert!(compared >= 2, "{name}: only {compared} texts fit");
+}
+
+/// BERT: the WordPiece vocabulary (`▁` marks word starts in the file).
+#[test]
+fn tiny_bert_gguf_matches_transformers() {
+    check_gguf("bert", EncoderFamily::Bert, Pooling::Mean);
+}
+
+/// RoBERTa: byte-level BPE (`tokenizer.ggml.model = gpt2`, pre-tokenizer
+/// `roberta-bpe`), positions renumbered from 0 by the converter, CLS
+/// pooling from its sentence-transformers files.
+#[test]
+fn tiny_roberta_gguf_matches_transformers() {
+    check_gguf("roberta", EncoderFamily::Roberta, Pooling::Cls);
+}
+
+/// XLM-RoBERTa: SentencePiece's unigram model (`t5`) with its precompiled
+/// normalisation map, converted from `sentencepiece.bpe.model` as XLM-R,
+/// BGE-M3 and multilingual E5 ship it.
+#[test]
+fn tiny_xlm_roberta_gguf_matches_transformers() {
+    check_gguf("xlm-roberta", EncoderFamily::XlmRoberta, Pooling::Mean);
+}
+
+/// An XLM-R cross-encoder (bge-reranker-v2-m3's shape) through the
+/// converter: `classifier.dense` / `out_proj` become `cls` / `cls.output`.
+#[test]
+fn tiny_xlm_roberta_cross_encoder_gguf_scores_match_transformers() {
+    check_reranker("xlm-roberta-reranker", "xlm-roberta-reranker.gguf");
 }
 
 /// Our converter (`hanzo-candle quantize`) on the real model: Q8_0 and
@@ -288,12 +340,13 @@ fn quantized_minilm_stays_close_to_sentence_transformers() {
 
 /// A cross-encoder through `hanzo-candle quantize` (Q8_0): its head is
 /// carried as llama.cpp's `cls` / `cls.output` with the rank pooling type,
-/// and the file loads as a reranker whose scores stay within 0.01 of
-/// transformers' f32 scores (scores ~-0.6, spread ~0.1 between documents).
-/// Q8_0 rounds every weight and every matmul input to 8 bits (relative
-/// error ≤ 1/254 per value); on this tiny random model (32-wide, so each row
-/// is one block with one scale) that moved scores by 0.0065 at most, while
-/// a dropped pooler or a wrong head changes them entirely.
+/// and the file loads as a reranker whose scores stay within 0.03 of
+/// transformers' f32 scores (scores -0.6 to -0.85, 0.04 to 0.24 apart
+/// between a query's documents). Q8_0 rounds every weight and every matmul
+/// input to 8 bits (relative error ≤ 1/254 per value), compounding through
+/// two layers and the head of a random model with wide weights (std 0.2):
+/// two draws of the fixture moved scores by 0.0065 and 0.0138 at most, while
+/// a dropped pooler or a wrong head moves them by far more than 0.03.
 #[test]
 fn quantized_cross_encoder_scores_stay_close_to_transformers() {
     use candle_engine::convert::quantize_encoder_dir;
@@ -323,6 +376,6 @@ fn quantized_cross_encoder_scores_stay_close_to_transformers() {
         worst = worst.max(max_diff(&got, &floats(&case["scores"])));
     }
     eprintln!("Q8_0 cross-encoder: worst score difference to transformers {worst:.5}");
-    assert!(worst <= 0.01, "{worst}");
+    assert!(worst <= 0.03, "{worst}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

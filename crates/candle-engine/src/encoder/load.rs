@@ -3,7 +3,7 @@
 use super::config::{EncoderActivation, EncoderFamily, Pooling, SUPPORTED_ENCODERS};
 use super::config::{EncoderConfig, PoolingConfig};
 use super::model::{hf_naming, Encoder, Linear, Naming};
-use super::ClassifierHead;
+use super::{vocab, ClassifierHead};
 use crate::gguf::GgufModel;
 use crate::weights::{SafetensorsDir, WeightSource};
 use crate::{Error, Result};
@@ -138,10 +138,11 @@ fn hf_head(source: &dyn WeightSource, config: &EncoderConfig) -> Result<Option<C
 }
 
 /// A GGUF file of llama.cpp's `bert` architecture, as its
-/// `convert_hf_to_gguf.py` (or `hanzo-candle quantize`) writes it. The file
-/// does not say whether vectors are normalised; like llama.cpp, they are
-/// (turn it off with [`super::Embedder::set_normalize`]). Texts are cut at
-/// the file's context length.
+/// `convert_hf_to_gguf.py` (or `hanzo-candle quantize`) writes BERT,
+/// RoBERTa and XLM-RoBERTa. The file does not say whether vectors are
+/// normalised; like llama.cpp, they are (turn it off with
+/// [`super::Embedder::set_normalize`]). Texts are cut at the file's context
+/// length.
 fn load_gguf(model: GgufModel) -> Result<Parts> {
     let f = model.file();
     let arch = f.get_str("general.architecture")?;
@@ -154,8 +155,9 @@ fn load_gguf(model: GgufModel) -> Result<Parts> {
     let count = |key: &str| -> Result<usize> { Ok(f.get_usize(&format!("bert.{key}"))?) };
     let rows = |name: &str| f.tensor(name).ok().map(|t| t.info.shape()[0]);
     let tokens = f.get_array("tokenizer.ggml.tokens")?.len();
+    let (tokenizer, family) = vocab::gguf_tokenizer(&model)?;
     let config = EncoderConfig {
-        family: EncoderFamily::Bert,
+        family,
         vocab_size: tokens,
         hidden_size: count("embedding_length")?,
         intermediate_size: count("feed_forward_length")?,
@@ -165,6 +167,9 @@ fn load_gguf(model: GgufModel) -> Result<Parts> {
         type_vocab_size: rows("token_types.weight").unwrap_or(1),
         layer_norm_eps: f.get_f32("bert.attention.layer_norm_epsilon")? as f64,
         activation: EncoderActivation::Gelu,
+        // The converter drops the position rows RoBERTa's numbering skips
+        // (`pad_token_id + 1` of them), and lowers the context length by as
+        // many.
         position_offset: 0,
     };
     config.validate()?;
@@ -191,7 +196,6 @@ fn load_gguf(model: GgufModel) -> Result<Parts> {
         normalize: true,
         max_seq_length: config.max_tokens(),
     };
-    let tokenizer = gguf_wordpiece(&model)?;
     let head = match Linear::load_optional(&model, "cls.output", config.hidden_size)? {
         Some(output) => {
             let dense = Linear::load_optional(&model, "cls", config.hidden_size)?
@@ -207,60 +211,4 @@ fn load_gguf(model: GgufModel) -> Result<Parts> {
         pooling,
         head,
     })
-}
-
-/// The WordPiece tokenizer of a `bert` GGUF file. llama.cpp's converter
-/// stores word-initial pieces with a leading `▁` and continuations bare;
-/// this undoes that into Hugging Face's `##` form and describes BERT's
-/// uncased pipeline as a `tokenizer.json` would.
-fn gguf_wordpiece(model: &GgufModel) -> Result<tokenizers::Tokenizer> {
-    let vocab = candle_quant::gguf::GgufVocab::from_gguf(model.file())?;
-    if vocab.model != "bert" {
-        return Err(Error::Tokenizer(format!(
-            "tokenizer.ggml.model is `{}`; a bert GGUF needs `bert` (WordPiece)",
-            vocab.model
-        )));
-    }
-    const CONTROL: i32 = 3;
-    let types = vocab.token_types.unwrap_or_default();
-    let mut pieces = serde_json::Map::new();
-    for (id, token) in vocab.tokens.iter().enumerate() {
-        let control = types.get(id) == Some(&CONTROL);
-        let piece = match token.strip_prefix('\u{2581}') {
-            _ if control => token.to_string(),
-            Some(word) => word.to_string(),
-            None => format!("##{token}"),
-        };
-        pieces.insert(piece, id.into());
-    }
-    let special = |key: &str, default: u32| -> Result<(String, u32)> {
-        let id = match model.file().get(key) {
-            Some(_) => model.file().get_u32(key)?,
-            None => default,
-        };
-        let token = vocab
-            .tokens
-            .get(id as usize)
-            .map(|t| t.to_string())
-            .ok_or_else(|| Error::Tokenizer(format!("{key} {id} is outside the vocabulary")))?;
-        Ok((token, id))
-    };
-    let (cls, cls_id) = special("tokenizer.ggml.bos_token_id", 101)?;
-    let (sep, sep_id) = special("tokenizer.ggml.seperator_token_id", 102)?;
-    let (unk, _) = special("tokenizer.ggml.unknown_token_id", 100)?;
-    let json = serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": {"type": "BertNormalizer", "clean_text": true,
-            "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {"type": "BertProcessing", "sep": [sep, sep_id], "cls": [cls, cls_id]},
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": unk, "continuing_subword_prefix": "##",
-            "max_input_chars_per_word": 100, "vocab": pieces},
-    });
-    tokenizers::Tokenizer::from_bytes(json.to_string())
-        .map_err(|e| Error::Tokenizer(format!("the GGUF vocabulary: {e}")))
 }

@@ -14,6 +14,7 @@ pub mod config;
 mod load;
 mod model;
 mod text;
+mod vocab;
 
 pub use config::{EncoderActivation, EncoderConfig, EncoderFamily, Pooling, PoolingConfig};
 pub use load::is_encoder;
