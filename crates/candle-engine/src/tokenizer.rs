@@ -14,8 +14,7 @@ use serde_json::{json, Value};
 pub(crate) const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub(crate) const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The `tokenizer.ggml.pre` values the GGUF tokenizer supports.
-pub const SUPPORTED_GGUF_PRE: &str =
-    "gpt2, default, roberta-bpe, smollm, llama-bpe, llama3, qwen2";
+pub const SUPPORTED_GGUF_PRE: &str = "gpt2, default, roberta-bpe, smollm, llama-bpe, llama3, qwen2";
 
 /// GGUF token types (llama.cpp's numbering).
 pub(crate) const TOKEN_TYPE_CONTROL: i32 = 3;
@@ -230,8 +229,7 @@ impl Tokenizer {
                 spec.tokens.len()
             )));
         }
-        let document =
-            gguf_bpe_pipeline(&spec.tokens, &spec.token_types, &spec.merges, spec.pre)?;
+        let document = gguf_bpe_pipeline(&spec.tokens, &spec.token_types, &spec.merges, spec.pre)?;
         let bytes =
             serde_json::to_vec(&document).map_err(|e| tokenizer_error("GGUF vocabulary", e))?;
         // The BPE model checks that every merge is two tokens whose

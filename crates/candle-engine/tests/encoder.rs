@@ -379,3 +379,99 @@ fn quantized_cross_encoder_scores_stay_close_to_transformers() {
     assert!(worst <= 0.03, "{worst}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `hanzo-candle quantize` on the tiny RoBERTa, XLM-R and XLM-R
+/// cross-encoder writes the vocabulary, special tokens, context length,
+/// pooling and position table llama.cpp's own converter writes (compared
+/// key by key with its f32 files; one deliberate difference: from a
+/// `sentencepiece.bpe.model` llama.cpp puts a placeholder where XLM-R's
+/// `<mask>` is, we keep `<mask>`). The Q8_0 file's states stay within 0.25
+/// of transformers' f32 states: they are LayerNorm-ed (~1 in size) and the
+/// tiny random weights are wide (std 0.2), so Q8_0's 8-bit weights and
+/// matmul inputs move them by 0.07 on the tiny BERT's file (whose path the
+/// f32 tests check exactly) and 0.11 on RoBERTa's, while a wrong token or a
+/// shifted position moves them by ~1.
+#[test]
+fn quantized_roberta_family_files_match_llama_cpp_conversion() {
+    use candle_engine::convert::quantize_encoder_dir;
+    use candle_quant::gguf::{GgufFile, MetadataValue};
+    use candle_quant::preset::Preset;
+    let dir = std::env::temp_dir().join(format!("hanzo-roberta-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let same_keys = [
+        "bert.context_length",
+        "bert.pooling_type",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.scores",
+        "tokenizer.ggml.precompiled_charsmap",
+        "tokenizer.ggml.add_space_prefix",
+        "tokenizer.ggml.remove_extra_whitespaces",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.seperator_token_id",
+        "tokenizer.ggml.unknown_token_id",
+        "tokenizer.ggml.padding_token_id",
+        "tokenizer.ggml.token_type_count",
+    ];
+    // A value as text, leaving out the element at `mask` of arrays.
+    let shown = |v: Option<MetadataValue<'_>>, mask: Option<usize>| match v {
+        Some(MetadataValue::Array(a)) => {
+            let mut items: Vec<String> = a.iter().map(|v| format!("{v:?}")).collect();
+            if let Some(mask) = mask.filter(|&m| m < items.len()) {
+                items.remove(mask);
+            }
+            items.join(",")
+        }
+        other => format!("{other:?}"),
+    };
+    for name in ["roberta", "xlm-roberta", "xlm-roberta-reranker"] {
+        let out = dir.join(format!("{name}-q8_0.gguf"));
+        quantize_encoder_dir(&fixtures().join(name), Preset::Q8_0, &out, |_| {}).unwrap();
+        let ours = GgufFile::open(&out).unwrap();
+        let llama = GgufFile::open(fixtures().join(format!("{name}.gguf"))).unwrap();
+        let mask = match name.starts_with("xlm") {
+            true => Some(ours.get_usize("tokenizer.ggml.mask_token_id").unwrap()),
+            false => None,
+        };
+        for key in same_keys {
+            // The reranker: llama.cpp leaves its pooling to the caller, we
+            // write `rank`.
+            if name.ends_with("reranker") && key == "bert.pooling_type" {
+                continue;
+            }
+            let (a, b) = (shown(ours.get(key), mask), shown(llama.get(key), mask));
+            assert_eq!(a, b, "{name}: {key}");
+        }
+        let rows = |f: &GgufFile<'_>| {
+            f.tensor("position_embd.weight")
+                .unwrap()
+                .info
+                .shape()
+                .to_vec()
+        };
+        assert_eq!(rows(&ours), rows(&llama), "{name}: position table");
+        if name.ends_with("reranker") {
+            assert!(Model::load(&out).unwrap().has_classifier_head());
+            continue;
+        }
+        let mut embedder = Embedder::load(&out).unwrap();
+        embedder.set_normalize(false);
+        let mut worst = 0f32;
+        for item in reference(name)["items"].as_array().unwrap() {
+            if item["truncated"].as_bool().unwrap() {
+                continue;
+            }
+            let text = item["text"].as_str().unwrap();
+            let hidden = embedder.hidden_states(text).unwrap();
+            let want = floats(&item["hidden"]);
+            assert_eq!(hidden.len(), want.len(), "{name} {text:?}: token count");
+            worst = worst.max(max_diff(&hidden, &want));
+        }
+        eprintln!("{name} Q8_0: worst state difference to transformers {worst:.4}");
+        assert!(worst <= 0.25, "{name}: {worst}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -27,8 +27,9 @@ pub struct QuantizeArgs {
     /// A Hugging Face model directory: config.json, tokenizer.json, one or
     /// more *.safetensors (f32, f16 or bf16), and optionally
     /// tokenizer_config.json (chat template) and generation_config.json.
-    /// Supported architectures: llama (LLaMA, Mistral, SmolLM), and bert
-    /// encoders (sentence embeddings, e.g. all-MiniLM-L6-v2).
+    /// Supported architectures: llama (LLaMA, Mistral, SmolLM), and the
+    /// bert, roberta and xlm-roberta encoders (sentence embeddings and
+    /// cross-encoders, e.g. all-MiniLM-L6-v2, BGE, E5).
     pub model_dir: PathBuf,
 
     /// The target mixture.
@@ -90,7 +91,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
             p.total as f64 / MIB,
         );
     };
-    // An encoder (BERT) becomes llama.cpp's `bert` layout; anything else
+    // An encoder (BERT, RoBERTa, XLM-R) becomes llama.cpp's `bert` layout; anything else
     // goes to the decoder converter, which names what it does not support.
     let encoder = args.model_dir.is_dir()
         && candle_engine::encoder::is_encoder(&args.model_dir).unwrap_or(false);

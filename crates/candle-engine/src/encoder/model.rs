@@ -53,6 +53,11 @@ enum Part {
 }
 
 impl Naming {
+    /// The base name of the position embedding table.
+    pub(crate) fn positions(&self) -> String {
+        self.base(Part::Positions)
+    }
+
     /// The base name of `part` (`.weight`/`.bias` follow).
     fn base(&self, part: Part) -> String {
         match self {

@@ -7,9 +7,7 @@
 
 use super::config::EncoderFamily;
 use crate::gguf::GgufModel;
-use crate::tokenizer::{
-    gguf_bpe_pipeline, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED,
-};
+use crate::tokenizer::{gguf_bpe_pipeline, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED};
 use crate::{Error, Result};
 use candle_quant::gguf::{GgufFile, GgufVocab, MetadataValue};
 use serde_json::{json, Value};
@@ -58,15 +56,25 @@ fn special(
 /// The classification and separator tokens: RoBERTa's `<s> A </s></s> B
 /// </s>` around texts and pairs, with every token of segment 0.
 fn roberta_template(file: &GgufFile<'_>, vocab: &GgufVocab<'_>) -> Result<Value> {
-    let cls = special(file, vocab, &["tokenizer.ggml.cls_token_id", "tokenizer.ggml.bos_token_id"], 0)?;
+    let cls = special(
+        file,
+        vocab,
+        &["tokenizer.ggml.cls_token_id", "tokenizer.ggml.bos_token_id"],
+        0,
+    )?;
     let sep = special(
         file,
         vocab,
-        &["tokenizer.ggml.seperator_token_id", "tokenizer.ggml.eos_token_id"],
+        &[
+            "tokenizer.ggml.seperator_token_id",
+            "tokenizer.ggml.eos_token_id",
+        ],
         2,
     )?;
-    Ok(json!({"type": "RobertaProcessing", "sep": [sep.0, sep.1], "cls": [cls.0, cls.1],
-        "trim_offsets": true, "add_prefix_space": false}))
+    Ok(
+        json!({"type": "RobertaProcessing", "sep": [sep.0, sep.1], "cls": [cls.0, cls.1],
+        "trim_offsets": true, "add_prefix_space": false}),
+    )
 }
 
 /// llama.cpp's converter stores word-initial WordPiece pieces with a
@@ -84,11 +92,19 @@ fn wordpiece(file: &GgufFile<'_>, vocab: &GgufVocab<'_>) -> Result<Value> {
         };
         pieces.insert(piece, id.into());
     }
-    let cls = special(file, vocab, &["tokenizer.ggml.cls_token_id", "tokenizer.ggml.bos_token_id"], 101)?;
+    let cls = special(
+        file,
+        vocab,
+        &["tokenizer.ggml.cls_token_id", "tokenizer.ggml.bos_token_id"],
+        101,
+    )?;
     let sep = special(
         file,
         vocab,
-        &["tokenizer.ggml.seperator_token_id", "tokenizer.ggml.eos_token_id"],
+        &[
+            "tokenizer.ggml.seperator_token_id",
+            "tokenizer.ggml.eos_token_id",
+        ],
         102,
     )?;
     let (unk, _) = special(file, vocab, &["tokenizer.ggml.unknown_token_id"], 100)?;
@@ -142,12 +158,12 @@ fn unigram(file: &GgufFile<'_>, vocab: &GgufVocab<'_>) -> Result<Value> {
     };
     let mut normalizers = Vec::new();
     if let Some(charsmap) = precompiled_charsmap(file)? {
-        let precompiled = tokenizers::normalizers::Precompiled::from(&charsmap).map_err(|e| {
-            Error::Tokenizer(format!("tokenizer.ggml.precompiled_charsmap: {e}"))
-        })?;
+        let precompiled = tokenizers::normalizers::Precompiled::from(&charsmap)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.ggml.precompiled_charsmap: {e}")))?;
         normalizers.push(
-            serde_json::to_value(&precompiled)
-                .map_err(|e| Error::Tokenizer(format!("tokenizer.ggml.precompiled_charsmap: {e}")))?,
+            serde_json::to_value(&precompiled).map_err(|e| {
+                Error::Tokenizer(format!("tokenizer.ggml.precompiled_charsmap: {e}"))
+            })?,
         );
     }
     if flag("tokenizer.ggml.remove_extra_whitespaces", true)? {
