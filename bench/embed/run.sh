@@ -13,7 +13,8 @@
 # PYTHON (default /root/venvs/ref/bin/python; needs sentence-transformers and
 # gguf), LLAMA_CPP_BIN (a folder holding llama-server; default: built by
 # scripts/build-llamacpp.sh), LLAMA_CPP (llama.cpp sources for the
-# converter; default: the llama-cpp-python 0.3.36 sdist's), BATCH (32),
+# converter; default: the llama-cpp-python 0.3.36 sdist scripts/build-llamacpp.sh
+# unpacks), BATCH (32),
 # HANZO_CANDLE_BIN (our binary; default: built here with --release).
 # Prints a markdown table on stdout; progress goes to stderr.
 set -euo pipefail
@@ -24,7 +25,7 @@ BATCH=${BATCH:-32}
 PY=${PYTHON:-/root/venvs/ref/bin/python}
 MODELS=${HANZO_CANDLE_MODELS:-$HOME/.cache/hanzo-candle/models}
 MODEL="$MODELS/all-MiniLM-L6-v2"
-LLAMA_CPP=${LLAMA_CPP:-/root/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp}
+LLAMA_CPP=${LLAMA_CPP:-${LLAMA_CPP_CACHE:-$HOME/.cache/hanzo-candle/llama.cpp}/src/llama_cpp_python-0.3.36/vendor/llama.cpp}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 OUT=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$OUT"' EXIT

@@ -50,21 +50,11 @@ pub(crate) fn gguf_bpe_document(
         .enumerate()
         .map(|(id, &t)| (t.to_string(), json!(id)))
         .collect();
-    let added: Vec<Value> = tokens
-        .iter()
-        .zip(token_types)
-        .enumerate()
-        .filter(|(_, (_, &ty))| ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED)
-        .map(|(id, (&content, &ty))| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": ty == TOKEN_TYPE_CONTROL})
-        })
-        .collect();
     Ok(json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": added,
+        "added_tokens": gguf_added_tokens(tokens, token_types),
         "normalizer": null,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": null,
@@ -73,6 +63,22 @@ pub(crate) fn gguf_bpe_document(
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                   "ignore_merges": false, "vocab": vocab, "merges": merges},
     }))
+}
+
+/// The `added_tokens` of a `tokenizers` document for a GGUF vocabulary:
+/// control tokens (special) and user-defined ones, matched whole in text
+/// before the model splits it.
+pub(crate) fn gguf_added_tokens(tokens: &[&str], token_types: &[i32]) -> Vec<Value> {
+    tokens
+        .iter()
+        .zip(token_types)
+        .enumerate()
+        .filter(|(_, (_, &ty))| ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED)
+        .map(|(id, (&content, &ty))| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": ty == TOKEN_TYPE_CONTROL})
+        })
+        .collect()
 }
 
 /// [`gguf_bpe_document`] for a file's `tokenizer.ggml.pre` (absent:

@@ -248,16 +248,11 @@ fn check_gguf(name: &str, family: EncoderFamily, pooling: Pooling) {
         Pooling::Cls => "cls",
         Pooling::LastToken => "last",
     };
-    let mut compared = 0;
-    for item in reference["items"].as_array().unwrap() {
-        if item["truncated"].as_bool().unwrap() {
-            continue;
-        }
+    let items = uncut_items(&reference);
+    assert!(items.len() >= 2, "{name}: only {} texts fit", items.len());
+    for item in items {
         let text = item["text"].as_str().unwrap();
-        let hidden = embedder.hidden_states(text).unwrap();
-        let want = floats(&item["hidden"]);
-        assert_eq!(hidden.len(), want.len(), "{name} {text:?}: token count");
-        let diff = max_diff(&hidden, &want);
+        let diff = state_difference(&embedder, name, item);
         assert!(diff <= TOLERANCE, "{name} {text:?}: hidden states {diff}");
         let pooled = floats(&item[key]);
         embedder.set_normalize(false);
@@ -270,9 +265,27 @@ fn check_gguf(name: &str, family: EncoderFamily, pooling: Pooling) {
         let normalized: Vec<f32> = pooled.iter().map(|v| v / norm).collect();
         let diff = max_diff(&got, &normalized);
         assert!(diff <= TOLERANCE, "{name} {text:?}: normalized {diff}");
-        compared += 1;
     }
-    assert!(compared >= 2, "{name}: only {compared} texts fit");
+}
+
+/// The reference's items whose text no limit cut.
+fn uncut_items(reference: &Value) -> Vec<&Value> {
+    reference["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| !item["truncated"].as_bool().unwrap())
+        .collect()
+}
+
+/// The largest difference between `embedder`'s states for the text of
+/// `item` and transformers', once the token counts agree.
+fn state_difference(embedder: &Embedder, name: &str, item: &Value) -> f32 {
+    let text = item["text"].as_str().unwrap();
+    let hidden = embedder.hidden_states(text).unwrap();
+    let want = floats(&item["hidden"]);
+    assert_eq!(hidden.len(), want.len(), "{name} {text:?}: token count");
+    max_diff(&hidden, &want)
 }
 
 /// BERT: the WordPiece vocabulary (`▁` marks word starts in the file).
@@ -459,17 +472,11 @@ fn quantized_roberta_family_files_match_llama_cpp_conversion() {
         }
         let mut embedder = Embedder::load(&out).unwrap();
         embedder.set_normalize(false);
-        let mut worst = 0f32;
-        for item in reference(name)["items"].as_array().unwrap() {
-            if item["truncated"].as_bool().unwrap() {
-                continue;
-            }
-            let text = item["text"].as_str().unwrap();
-            let hidden = embedder.hidden_states(text).unwrap();
-            let want = floats(&item["hidden"]);
-            assert_eq!(hidden.len(), want.len(), "{name} {text:?}: token count");
-            worst = worst.max(max_diff(&hidden, &want));
-        }
+        let reference = reference(name);
+        let worst = uncut_items(&reference)
+            .into_iter()
+            .map(|item| state_difference(&embedder, name, item))
+            .fold(0f32, f32::max);
         eprintln!("{name} Q8_0: worst state difference to transformers {worst:.4}");
         assert!(worst <= 0.25, "{name}: {worst}");
     }

@@ -7,7 +7,7 @@
 
 use super::config::EncoderFamily;
 use crate::gguf::GgufModel;
-use crate::tokenizer::{gguf_bpe_pipeline, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED};
+use crate::tokenizer::{gguf_added_tokens, gguf_bpe_pipeline, TOKEN_TYPE_CONTROL};
 use crate::{Error, Result};
 use candle_quant::gguf::{GgufFile, GgufVocab, MetadataValue};
 use serde_json::{json, Value};
@@ -53,24 +53,29 @@ fn special(
     Ok((token.to_string(), id))
 }
 
-/// The classification and separator tokens: RoBERTa's `<s> A </s></s> B
-/// </s>` around texts and pairs, with every token of segment 0.
+/// The classification and separator tokens (`cls_token_id`, else
+/// `bos_token_id`; `seperator_token_id`, else `eos_token_id`), with the
+/// family's ids when the file sets none.
+fn cls_and_sep(
+    file: &GgufFile<'_>,
+    vocab: &GgufVocab<'_>,
+    defaults: (u32, u32),
+) -> Result<[(String, u32); 2]> {
+    let cls = ["tokenizer.ggml.cls_token_id", "tokenizer.ggml.bos_token_id"];
+    let sep = [
+        "tokenizer.ggml.seperator_token_id",
+        "tokenizer.ggml.eos_token_id",
+    ];
+    Ok([
+        special(file, vocab, &cls, defaults.0)?,
+        special(file, vocab, &sep, defaults.1)?,
+    ])
+}
+
+/// RoBERTa's `<s> A </s></s> B </s>` around texts and pairs, every token
+/// of segment 0.
 fn roberta_template(file: &GgufFile<'_>, vocab: &GgufVocab<'_>) -> Result<Value> {
-    let cls = special(
-        file,
-        vocab,
-        &["tokenizer.ggml.cls_token_id", "tokenizer.ggml.bos_token_id"],
-        0,
-    )?;
-    let sep = special(
-        file,
-        vocab,
-        &[
-            "tokenizer.ggml.seperator_token_id",
-            "tokenizer.ggml.eos_token_id",
-        ],
-        2,
-    )?;
+    let [cls, sep] = cls_and_sep(file, vocab, (0, 2))?;
     Ok(
         json!({"type": "RobertaProcessing", "sep": [sep.0, sep.1], "cls": [cls.0, cls.1],
         "trim_offsets": true, "add_prefix_space": false}),
@@ -92,21 +97,7 @@ fn wordpiece(file: &GgufFile<'_>, vocab: &GgufVocab<'_>) -> Result<Value> {
         };
         pieces.insert(piece, id.into());
     }
-    let cls = special(
-        file,
-        vocab,
-        &["tokenizer.ggml.cls_token_id", "tokenizer.ggml.bos_token_id"],
-        101,
-    )?;
-    let sep = special(
-        file,
-        vocab,
-        &[
-            "tokenizer.ggml.seperator_token_id",
-            "tokenizer.ggml.eos_token_id",
-        ],
-        102,
-    )?;
+    let [cls, sep] = cls_and_sep(file, vocab, (101, 102))?;
     let (unk, _) = special(file, vocab, &["tokenizer.ggml.unknown_token_id"], 100)?;
     Ok(json!({
         "version": "1.0",
@@ -183,22 +174,11 @@ fn unigram(file: &GgufFile<'_>, vocab: &GgufVocab<'_>) -> Result<Value> {
         .zip(scores)
         .map(|(token, score)| json!([token, score]))
         .collect();
-    let added: Vec<Value> = vocab
-        .tokens
-        .iter()
-        .zip(types)
-        .enumerate()
-        .filter(|(_, (_, &ty))| ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED)
-        .map(|(id, (content, &ty))| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": ty == TOKEN_TYPE_CONTROL})
-        })
-        .collect();
     Ok(json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": added,
+        "added_tokens": gguf_added_tokens(&vocab.tokens, types),
         "normalizer": {"type": "Sequence", "normalizers": normalizers},
         "pre_tokenizer": metaspace,
         "post_processor": roberta_template(file, vocab)?,
