@@ -11,7 +11,9 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct EmbedArgs {
     /// A sentence-embedding model: a Hugging Face directory (BERT, RoBERTa,
-    /// XLM-RoBERTa; sentence-transformers pooling files when present).
+    /// XLM-RoBERTa; sentence-transformers pooling files when present) or a
+    /// GGUF file of llama.cpp's `bert` architecture (from its converter or
+    /// `hanzo-candle quantize`).
     #[arg(short, long)]
     model: PathBuf,
     /// L2-normalise the vectors (whatever the model's own setting).
@@ -32,7 +34,8 @@ pub struct EmbedArgs {
 #[derive(clap::Args, Debug)]
 pub struct RerankArgs {
     /// A cross-encoder: a Hugging Face directory with a sequence
-    /// classification head (BertForSequenceClassification, ...).
+    /// classification head (BertForSequenceClassification,
+    /// XLMRobertaForSequenceClassification, ...) or its `bert` GGUF file.
     #[arg(short, long)]
     model: PathBuf,
     /// The query the documents are scored against.
