@@ -8,9 +8,9 @@
 
 use crate::api::{ApiError, Fields};
 use base64::Engine as _;
-use candle_engine::{Embedder, Embedding, RerankScore, Reranker};
+use candle_engine::encoder::Model as EncoderModel;
+use candle_engine::{Embedding, RerankScore};
 use serde_json::{json, Value};
-use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
 /// Texts one batch of the encoder thread takes from waiting requests (a
@@ -19,30 +19,6 @@ const BATCH_TEXTS: usize = 256;
 
 /// Inputs one embeddings request may hold, as OpenAI's API allows.
 const MAX_INPUTS: usize = 2048;
-
-/// What an encoder model does.
-pub enum EncoderModel {
-    Embedder(Embedder),
-    Reranker(Reranker),
-}
-
-impl EncoderModel {
-    /// A cross-encoder when the model has a classification head, else an
-    /// embedding model.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        Ok(match candle_engine::encoder::Model::load(path)? {
-            candle_engine::encoder::Model::Embedder(e) => Self::Embedder(e),
-            candle_engine::encoder::Model::Reranker(r) => Self::Reranker(r),
-        })
-    }
-
-    fn vocab_size(&self) -> usize {
-        match self {
-            Self::Embedder(e) => e.config().vocab_size,
-            Self::Reranker(r) => r.config().vocab_size,
-        }
-    }
-}
 
 /// What handlers know of a loaded encoder.
 pub struct EncoderHandle {
@@ -76,7 +52,7 @@ impl EncoderHandle {
                 EncoderModel::Embedder(e) => Some(e.dimension()),
                 EncoderModel::Reranker(_) => None,
             },
-            vocab_size: model.vocab_size(),
+            vocab_size: model.config().vocab_size,
         }
     }
 }

@@ -199,7 +199,7 @@ fn load_and_run(options: &ModelOptions, state: &State, index: usize) -> anyhow::
     let path = models::resolve(options.source.as_deref())?;
     let started = Instant::now();
     if candle_engine::encoder::is_encoder(&path)? {
-        let model = embeddings::EncoderModel::load(&path)
+        let model = candle_engine::encoder::Model::load(&path)
             .with_context(|| format!("loading {}", path.display()))?;
         let served = &state.models[index];
         let (jobs, receiver) = mpsc::channel(served.max_in_flight);

@@ -198,6 +198,12 @@ impl Model {
     pub fn has_classifier_head(&self) -> bool {
         matches!(self, Model::Reranker(_))
     }
+    pub fn config(&self) -> &EncoderConfig {
+        match self {
+            Model::Embedder(e) => e.config(),
+            Model::Reranker(r) => r.config(),
+        }
+    }
 }
 
 /// Splits `seqs` into consecutive groups of at most [`TOKENS_PER_PASS`]
