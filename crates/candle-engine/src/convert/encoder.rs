@@ -42,8 +42,7 @@ pub fn quantize_encoder_dir(
 ) -> Result<QuantizeSummary> {
     let config_path = require(dir, "config.json", "the model's hyper-parameters")?;
     let tokenizer_path = require(dir, "tokenizer.json", "the tokenizer")?;
-    let config_text = read_text(&config_path)?;
-    let config = EncoderConfig::from_hf_json(&config_text)?;
+    let config = EncoderConfig::from_hf_json(&read_text(&config_path)?)?;
     let pooling = pooling_of_dir(dir, &config)?;
     let checkpoint = SafetensorsDir::open(dir)?;
     let from = hf_naming(&checkpoint, config.family)?;
@@ -97,24 +96,17 @@ pub fn quantize_encoder_dir(
         pooling_type(pooling.pooling)
     };
     let mut metadata = bert_metadata(&config, pooling_type, preset, dir);
+    let (path, size) = (&tokenizer_path, config.vocab_size);
+    let tokenizer = parse_json(path, &read_text(path)?)?;
     metadata.extend(match config.family {
-        EncoderFamily::Bert => wordpiece_vocabulary(&tokenizer_path, config.vocab_size)?,
-        EncoderFamily::Roberta => {
-            let config_json = parse_json(&config_path, &config_text)?;
-            let mut m =
-                vocabulary_metadata(&tokenizer_path, config.vocab_size, &config_json, None)?;
-            // The template's own tokens stand for config.json's ids.
-            let specials = roberta_specials(&tokenizer_path, config.vocab_size)?;
-            m.retain(|(key, _)| specials.iter().all(|(k, _)| k != key));
-            m.extend(specials);
-            m
-        }
-        EncoderFamily::XlmRoberta => {
-            let mut m = unigram_vocabulary(&tokenizer_path, config.vocab_size)?;
-            m.extend(roberta_specials(&tokenizer_path, config.vocab_size)?);
-            m
-        }
+        EncoderFamily::Bert => wordpiece_vocabulary(path, &tokenizer, size)?,
+        // No config.json ids: the template's own tokens are the specials.
+        EncoderFamily::Roberta => vocabulary_metadata(path, &tokenizer, size, &Json::Null, None)?,
+        EncoderFamily::XlmRoberta => unigram_vocabulary(path, &tokenizer, size)?,
     });
+    if config.family != EncoderFamily::Bert {
+        metadata.extend(roberta_specials(path, &tokenizer, size)?);
+    }
     let names: Vec<(String, Vec<usize>)> = tensors
         .iter()
         .map(|(name, raw, skip)| {
@@ -194,8 +186,11 @@ fn bert_metadata(
 /// `tokenizer.ggml.*` for a WordPiece `tokenizer.json`, in llama.cpp's
 /// form: word-initial pieces get a leading `▁`, `##` continuations lose
 /// their prefix, special tokens stay as they are.
-fn wordpiece_vocabulary(path: &Path, vocab_size: usize) -> Result<Vec<(String, Value)>> {
-    let doc = parse_json(path, &read_text(path)?)?;
+fn wordpiece_vocabulary(
+    path: &Path,
+    doc: &Json,
+    vocab_size: usize,
+) -> Result<Vec<(String, Value)>> {
     let model = &doc["model"];
     if model["type"] != "WordPiece" {
         return Err(super::files::field_error(
@@ -282,8 +277,7 @@ fn wordpiece_vocabulary(path: &Path, vocab_size: usize) -> Result<Vec<(String, V
 
 /// The ids of RoBERTa's special tokens (`<s>` opens a text and classifies
 /// it, `</s>` separates) in llama.cpp's keys, from `tokenizer.json`.
-fn roberta_specials(path: &Path, vocab_size: usize) -> Result<Vec<(String, Value)>> {
-    let doc = parse_json(path, &read_text(path)?)?;
+fn roberta_specials(path: &Path, doc: &Json, vocab_size: usize) -> Result<Vec<(String, Value)>> {
     let id_of = |token: &str| -> Option<u32> {
         let added = doc["added_tokens"]
             .as_array()
@@ -334,9 +328,8 @@ fn roberta_specials(path: &Path, vocab_size: usize) -> Result<Vec<(String, Value
 /// `tokenizer.json` such as XLM-RoBERTa's: pieces with their scores, the
 /// precompiled normalisation map, and the whitespace handling its
 /// pre-tokenizer describes.
-fn unigram_vocabulary(path: &Path, vocab_size: usize) -> Result<Vec<(String, Value)>> {
+fn unigram_vocabulary(path: &Path, doc: &Json, vocab_size: usize) -> Result<Vec<(String, Value)>> {
     use base64::Engine;
-    let doc = parse_json(path, &read_text(path)?)?;
     let model = &doc["model"];
     if model["type"] != "Unigram" {
         return Err(field_error(

@@ -118,8 +118,10 @@ pub fn quantize_hf_dir(
     let tensors = llama_tensors(&config, &checkpoint)?;
 
     let mut metadata = llama_metadata(&config, preset, dir);
+    let tokenizer = parse_json(&tokenizer_path, &read_text(&tokenizer_path)?)?;
     metadata.extend(vocabulary_metadata(
         &tokenizer_path,
+        &tokenizer,
         config.vocab_size,
         &raw_config,
         generation.as_ref(),

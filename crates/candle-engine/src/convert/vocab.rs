@@ -1,7 +1,7 @@
 //! Vocabularies between `tokenizer.json` (byte-level BPE) and GGUF's
 //! `tokenizer.ggml.*` keys, both ways.
 
-use super::files::{field_error, parse_json, read_text};
+use super::files::field_error;
 use super::{ConvertError, Result};
 use crate::tokenizer::{
     gguf_bpe_document, LLAMA3_REGEX, QWEN2_REGEX, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED,
@@ -21,11 +21,11 @@ const SUPPORTED_PRE: &str =
 /// token ids from `config.json`, else `generation_config.json`.
 pub(super) fn vocabulary_metadata(
     path: &Path,
+    doc: &Json,
     vocab_size: usize,
     config: &Json,
     generation: Option<&Json>,
 ) -> Result<Vec<(String, Value)>> {
-    let doc = parse_json(path, &read_text(path)?)?;
     let model = &doc["model"];
     if model["type"] != "BPE" {
         return Err(field_error(
